@@ -1,0 +1,330 @@
+// pybind11 glue only: check and convert buffers under the GIL, release it for the compute, map
+// core exceptions to Python ones. No index logic lives here.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <optional>
+#include <string>
+
+#include "errors.hpp"
+#include "index.hpp"
+#include "io.hpp"
+#include "kernels/dispatch.hpp"
+
+namespace py = pybind11;
+using matry::Index;
+
+namespace {
+
+using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
+using IdArray = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>;
+
+// Rows of a 2-D float32 array with `dim` columns.
+std::size_t checked_rows(const FloatArray& rows, std::size_t dim, const char* argument) {
+  if (rows.ndim() != 2) {
+    throw matry::InvalidArgument(std::string(argument) + ": expected a 2-D array, got " +
+                                 std::to_string(rows.ndim()) + "-D");
+  }
+  if (static_cast<std::size_t>(rows.shape(1)) != dim) {
+    throw matry::InvalidArgument(std::string(argument) + ": expected " + std::to_string(dim) +
+                                 " columns (the index dim), got " +
+                                 std::to_string(rows.shape(1)));
+  }
+  return static_cast<std::size_t>(rows.shape(0));
+}
+
+std::size_t checked_ids(const IdArray& ids, const char* argument) {
+  if (ids.ndim() != 1) throw matry::InvalidArgument(std::string(argument) + ": expected 1-D");
+  return static_cast<std::size_t>(ids.shape(0));
+}
+
+py::dict header_dict(const matry::FileHeader& h, const std::string& metadata) {
+  py::dict out;
+  out["format_version"] = h.format_version;
+  out["metric"] = matry::metric_name(static_cast<matry::Metric>(h.metric));
+  out["dim"] = h.dim;
+  out["node_count"] = h.node_count;
+  out["count"] = h.live_count;
+  out["M"] = h.M;
+  out["ef_construction"] = h.ef_construction;
+  out["ef"] = h.ef;
+  out["seed"] = h.seed;
+  out["prefix_dim"] = h.prefix_dim;
+  out["has_rotation"] = h.rotation_floats != 0;
+  out["metadata_json"] = py::bytes(metadata);
+  return out;
+}
+
+float run_pair_kernel(const FloatArray& a, const FloatArray& b,
+                      const std::optional<std::string>& level, bool l2) {
+  if (a.ndim() != 1 || b.ndim() != 1 || a.shape(0) != b.shape(0)) {
+    throw matry::InvalidArgument("a, b: expected two 1-D arrays of the same length");
+  }
+  const matry::kernels::KernelTable& table =
+      level ? matry::kernels::kernels_for_level(*level) : matry::kernels::active_kernels();
+  const auto n = static_cast<std::size_t>(a.shape(0));
+  return l2 ? table.l2sq(a.data(), b.data(), n) : table.dot(a.data(), b.data(), n);
+}
+
+py::tuple loaded(std::unique_ptr<Index> index, const std::string& metadata) {
+  return py::make_tuple(std::move(index), py::bytes(metadata));
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "matry's C++ core (private: use matry.Index)";
+
+  static py::exception<matry::CorruptIndex> corrupt_error(m, "CorruptIndexError",
+                                                          PyExc_ValueError);
+  py::register_exception_translator([](std::exception_ptr error) {
+    try {
+      if (error) std::rethrow_exception(error);
+    } catch (const matry::CorruptIndex& e) {
+      py::set_error(corrupt_error, e.what());
+    } catch (const matry::KeyNotFound& e) {
+      py::set_error(PyExc_KeyError, e.what());
+    } catch (const matry::IoError& e) {
+      py::set_error(PyExc_OSError, e.what());
+    } catch (const matry::InvalidArgument& e) {
+      py::set_error(PyExc_ValueError, e.what());
+    }
+  });
+
+  m.attr("FORMAT_VERSION") = matry::kFormatVersion;
+  m.def("simd_level", [] { return std::string(matry::kernels::active_kernels().name); });
+  m.def("compiled_simd_levels", &matry::kernels::compiled_levels);
+  m.def("supported_simd_levels", &matry::kernels::supported_levels);
+  m.def(
+      "dot",
+      [](const FloatArray& a, const FloatArray& b, const std::optional<std::string>& level) {
+        return run_pair_kernel(a, b, level, false);
+      },
+      py::arg("a"), py::arg("b"), py::arg("level") = py::none());
+  m.def(
+      "l2sq",
+      [](const FloatArray& a, const FloatArray& b, const std::optional<std::string>& level) {
+        return run_pair_kernel(a, b, level, true);
+      },
+      py::arg("a"), py::arg("b"), py::arg("level") = py::none());
+  m.def(
+      "read_header",
+      [](const std::string& path) {
+        std::string metadata;
+        matry::FileHeader header;
+        {
+          py::gil_scoped_release release;
+          header = matry::read_header(path, metadata);
+        }
+        return header_dict(header, metadata);
+      },
+      py::arg("path"));
+
+  py::class_<Index>(m, "Index")
+      .def(py::init([](std::size_t dim, const std::string& metric, std::uint32_t M,
+                       std::uint32_t ef_construction, std::uint64_t seed, std::size_t prefix_dim,
+                       bool require_unit_norm) {
+             matry::IndexParams params;
+             params.dim = dim;
+             params.metric = matry::parse_metric(metric);
+             params.M = M;
+             params.ef_construction = ef_construction;
+             params.seed = seed;
+             params.prefix_dim = prefix_dim;
+             params.require_unit_norm = require_unit_norm;
+             return std::make_unique<Index>(params);
+           }),
+           py::arg("dim"), py::arg("metric") = "cosine", py::arg("M") = 16,
+           py::arg("ef_construction") = 200, py::arg("seed") = 0, py::arg("prefix_dim") = 0,
+           py::arg("require_unit_norm") = true)
+      .def_property_readonly("dim", &Index::dim)
+      .def_property_readonly("metric",
+                             [](const Index& ix) { return matry::metric_name(ix.params().metric); })
+      .def_property_readonly("M", [](const Index& ix) { return ix.params().M; })
+      .def_property_readonly("ef_construction",
+                             [](const Index& ix) { return ix.params().ef_construction; })
+      .def_property_readonly("seed", [](const Index& ix) { return ix.params().seed; })
+      .def_property_readonly("prefix_dim", [](const Index& ix) { return ix.params().prefix_dim; })
+      .def_property_readonly("require_unit_norm",
+                             [](const Index& ix) { return ix.params().require_unit_norm; })
+      .def_property("ef", &Index::ef, &Index::set_ef)
+      .def_property_readonly("node_count", &Index::node_count)
+      .def_property_readonly("capacity", &Index::capacity)
+      .def_property_readonly("memory_bytes", &Index::memory_bytes)
+      .def_property_readonly("simd_level", &Index::simd_level)
+      .def("__len__", &Index::size)
+      .def(
+          "add",
+          [](Index& ix, const FloatArray& vectors, const std::optional<IdArray>& ids,
+             std::size_t num_threads, bool replace) {
+            const std::size_t n = checked_rows(vectors, ix.dim(), "vectors");
+            const std::int64_t* id_data = nullptr;
+            if (ids) {
+              if (checked_ids(*ids, "ids") != n) {
+                throw matry::InvalidArgument("ids: expected " + std::to_string(n) +
+                                             " ids (one per row of vectors), got " +
+                                             std::to_string(ids->shape(0)));
+              }
+              id_data = ids->data();
+            }
+            std::vector<std::int64_t> assigned;
+            bool completed = false;
+            {
+              py::gil_scoped_release release;
+              // Polled between chunks: a pending Ctrl-C stops the add after a consistent chunk.
+              const auto interrupted = [] {
+                py::gil_scoped_acquire acquire;
+                return PyErr_CheckSignals() != 0;
+              };
+              completed = ix.add(vectors.data(), n, id_data, num_threads, replace, interrupted,
+                                 assigned);
+            }
+            if (!completed) throw py::error_already_set();
+            return py::array_t<std::int64_t>(static_cast<py::ssize_t>(assigned.size()),
+                                             assigned.data());
+          },
+          py::arg("vectors"), py::arg("ids") = py::none(), py::arg("num_threads") = 0,
+          py::arg("replace") = false)
+      .def(
+          "search",
+          [](const Index& ix, const FloatArray& queries, std::size_t k, std::size_t ef,
+             std::size_t prefix_dim, std::size_t rerank, std::size_t num_threads) {
+            const std::size_t n = checked_rows(queries, ix.dim(), "queries");
+            if (k < 1) throw matry::InvalidArgument("k: must be >= 1");
+            py::array_t<std::int64_t> ids({n, k});
+            py::array_t<float> distances({n, k});
+            matry::SearchOptions options;
+            options.k = k;
+            options.ef = ef;
+            options.prefix_dim = prefix_dim;
+            options.rerank = rerank;
+            options.num_threads = num_threads;
+            std::int64_t* id_out = ids.mutable_data();
+            float* distance_out = distances.mutable_data();
+            {
+              py::gil_scoped_release release;
+              ix.search(queries.data(), n, options, id_out, distance_out);
+            }
+            return py::make_tuple(ids, distances);
+          },
+          py::arg("queries"), py::arg("k") = 10, py::arg("ef") = 0, py::arg("prefix_dim") = 0,
+          py::arg("rerank") = 0, py::arg("num_threads") = 0)
+      .def(
+          "exact_search",
+          [](const Index& ix, const FloatArray& queries, std::size_t k, std::size_t num_threads) {
+            const std::size_t n = checked_rows(queries, ix.dim(), "queries");
+            if (k < 1) throw matry::InvalidArgument("k: must be >= 1");
+            py::array_t<std::int64_t> ids({n, k});
+            py::array_t<float> distances({n, k});
+            std::int64_t* id_out = ids.mutable_data();
+            float* distance_out = distances.mutable_data();
+            {
+              py::gil_scoped_release release;
+              ix.exact_search(queries.data(), n, k, num_threads, id_out, distance_out);
+            }
+            return py::make_tuple(ids, distances);
+          },
+          py::arg("queries"), py::arg("k") = 10, py::arg("num_threads") = 0)
+      .def(
+          "remove",
+          [](Index& ix, const IdArray& ids) {
+            const std::size_t n = checked_ids(ids, "ids");
+            py::gil_scoped_release release;
+            ix.remove(ids.data(), n);
+          },
+          py::arg("ids"))
+      .def(
+          "restore",
+          [](Index& ix, const IdArray& ids) {
+            const std::size_t n = checked_ids(ids, "ids");
+            py::gil_scoped_release release;
+            ix.restore(ids.data(), n);
+          },
+          py::arg("ids"))
+      .def("contains", &Index::contains, py::arg("id"))
+      .def(
+          "get",
+          [](const Index& ix, const IdArray& ids) {
+            const std::size_t n = checked_ids(ids, "ids");
+            py::array_t<float> out({n, ix.dim()});
+            float* out_data = out.mutable_data();
+            {
+              py::gil_scoped_release release;
+              ix.get(ids.data(), n, out_data);
+            }
+            return out;
+          },
+          py::arg("ids"))
+      .def("ids",
+           [](const Index& ix) {
+             std::vector<std::int64_t> live = ix.ids();
+             return py::array_t<std::int64_t>(static_cast<py::ssize_t>(live.size()),
+                                              live.data());
+           })
+      .def_property_readonly("rotation",
+                             [](const Index& ix) -> py::object {
+                               const std::vector<float>& r = ix.rotation();
+                               if (r.empty()) return py::none();
+                               py::array_t<float> out({ix.dim(), ix.dim()});
+                               std::copy(r.begin(), r.end(), out.mutable_data());
+                               return std::move(out);
+                             })
+      .def(
+          "set_rotation",
+          [](Index& ix, const std::optional<FloatArray>& rotation) {
+            std::vector<float> values;
+            if (rotation) {
+              if (rotation->ndim() != 2 || static_cast<std::size_t>(rotation->shape(0)) != ix.dim() ||
+                  static_cast<std::size_t>(rotation->shape(1)) != ix.dim()) {
+                throw matry::InvalidArgument("rotation: expected a (dim, dim) matrix");
+              }
+              values.assign(rotation->data(), rotation->data() + rotation->size());
+            }
+            ix.set_rotation(std::move(values));
+          },
+          py::arg("rotation"))
+      .def(
+          "save",
+          [](const Index& ix, const std::string& path, const std::string& metadata) {
+            py::gil_scoped_release release;
+            ix.save(path, metadata);
+          },
+          py::arg("path"), py::arg("metadata") = "{}")
+      .def(
+          "to_bytes",
+          [](const Index& ix, const std::string& metadata) {
+            std::string bytes;
+            {
+              py::gil_scoped_release release;
+              bytes = ix.to_bytes(metadata);
+            }
+            return py::bytes(bytes);
+          },
+          py::arg("metadata") = "{}")
+      .def_static(
+          "load",
+          [](const std::string& path) {
+            std::string metadata;
+            std::unique_ptr<Index> index;
+            {
+              py::gil_scoped_release release;
+              index = Index::load(path, metadata);
+            }
+            return loaded(std::move(index), metadata);
+          },
+          py::arg("path"))
+      .def_static(
+          "from_bytes",
+          [](const py::bytes& data) {
+            std::string bytes = data;
+            std::string metadata;
+            std::unique_ptr<Index> index;
+            {
+              py::gil_scoped_release release;
+              index = Index::from_bytes(bytes, metadata);
+            }
+            return loaded(std::move(index), metadata);
+          },
+          py::arg("data"));
+}

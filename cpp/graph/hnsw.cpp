@@ -1,0 +1,65 @@
+#include "graph/hnsw.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+namespace matry::graph {
+namespace {
+
+// splitmix64: a counter-based generator, so a node's level depends on (seed, node) only.
+std::uint64_t mix(std::uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+}  // namespace
+
+HnswGraph::HnswGraph(std::uint32_t M, std::uint32_t ef_construction)
+    : M_(M),
+      max_degree0_(2 * M),
+      ef_construction_(ef_construction),
+      level_multiplier_(1.0 / std::log(static_cast<double>(M))) {}
+
+int HnswGraph::draw_level(std::uint64_t seed, NodeId node) const {
+  const std::uint64_t bits = mix(seed ^ mix(node));
+  // Uniform in (0, 1]: the top 53 bits, shifted off zero.
+  const double uniform = (static_cast<double>(bits >> 11) + 1.0) * 0x1.0p-53;
+  const double level = -std::log(uniform) * level_multiplier_;
+  return static_cast<int>(std::min<double>(level, kMaxLevel - 1));
+}
+
+void HnswGraph::reserve(std::size_t capacity) {
+  level0_.grow(capacity * level0_stride(), node_count_ * level0_stride());
+  if (upper_.capacity() < capacity) upper_.reserve(capacity);
+  if (levels_.capacity() < capacity) levels_.reserve(capacity);
+}
+
+NodeId HnswGraph::append_node(int level) {
+  const NodeId node = static_cast<NodeId>(node_count_);
+  if (level0_.capacity() < (node_count_ + 1) * level0_stride()) {
+    reserve(std::max<std::size_t>(16, node_count_ * 2));
+  }
+  level0_row(node)[0] = 0;
+  levels_.push_back(static_cast<std::uint8_t>(level));
+  if (level > 0) {
+    const std::size_t words = static_cast<std::size_t>(level) * upper_stride();
+    upper_.push_back(std::make_unique<std::uint32_t[]>(words));  // zeroed: every count = 0
+  } else {
+    upper_.emplace_back();
+  }
+  ++node_count_;
+  return node;
+}
+
+std::size_t HnswGraph::memory_bytes() const {
+  std::size_t bytes = level0_.capacity() * sizeof(std::uint32_t) +
+                      upper_.capacity() * sizeof(upper_[0]) + levels_.capacity();
+  for (std::size_t node = 0; node < node_count_; ++node) {
+    bytes += static_cast<std::size_t>(levels_[node]) * upper_stride() * sizeof(std::uint32_t);
+  }
+  return bytes;
+}
+
+}  // namespace matry::graph

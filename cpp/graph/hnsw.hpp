@@ -1,0 +1,311 @@
+// HNSW (Malkov & Yashunin, 2018) over node ids. The graph never sees vectors, dimensions or
+// dtypes: every distance comes from a Space, so prefix (Matryoshka) distances or quantized codes
+// plug in without touching this file. A Space provides
+//   float query(NodeId n) const          distance from the bound query to node n
+//   float between(NodeId a, NodeId b) const
+//   void prefetch(NodeId n) const        hint that query(n) is coming
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "buffer.hpp"
+#include "graph/candidate_pool.hpp"
+#include "graph/visited.hpp"
+
+namespace matry::graph {
+
+constexpr int kMaxLevel = 64;
+
+class HnswGraph {
+ public:
+  HnswGraph(std::uint32_t M, std::uint32_t ef_construction);
+
+  std::uint32_t M() const { return M_; }
+  std::uint32_t max_degree0() const { return max_degree0_; }
+  std::uint32_t ef_construction() const { return ef_construction_; }
+  std::size_t node_count() const { return node_count_; }
+  int max_level() const { return max_level_; }
+  NodeId entry_point() const { return entry_point_; }
+
+  // Level of a new node from a counter-based generator: depends on (seed, node) only, so graphs
+  // are reproducible whatever the thread count or batch split. P(level >= l) = M^-l.
+  int draw_level(std::uint64_t seed, NodeId node) const;
+
+  // Room for `capacity` nodes in total. Not thread-safe (callers hold the index's write lock).
+  void reserve(std::size_t capacity);
+  // Appends an unlinked node at `level`; not thread-safe, call before the parallel insert.
+  NodeId append_node(int level);
+
+  // Links `node` (appended earlier) into the graph. Safe to run on several threads at once for
+  // different nodes; must not run concurrently with search().
+  template <class Space>
+  void insert(NodeId node, const Space& space);
+
+  // Top `ef` nodes for the query bound in `space`, ascending, excluding deleted nodes when
+  // `deleted` is given. Greedy descent through the upper layers, beam search on layer 0.
+  template <class Space>
+  void search(const Space& space, std::size_t ef, const std::uint8_t* deleted,
+              std::vector<Neighbor>& results) const;
+
+  // Raw link access (serialization and validation).
+  const std::uint32_t* level0_row(NodeId node) const {
+    return level0_.data() + static_cast<std::size_t>(node) * level0_stride();
+  }
+  std::uint32_t* level0_row(NodeId node) {
+    return level0_.data() + static_cast<std::size_t>(node) * level0_stride();
+  }
+  std::size_t level0_stride() const { return 1 + max_degree0_; }
+  std::size_t upper_stride() const { return 1 + M_; }
+  int level_of(NodeId node) const { return levels_[node]; }
+  const std::uint32_t* upper_rows(NodeId node) const { return upper_[node].get(); }
+  std::uint32_t* upper_rows(NodeId node) { return upper_[node].get(); }
+  void set_entry(NodeId entry_point, int max_level) {
+    entry_point_ = entry_point;
+    max_level_ = max_level;
+  }
+  std::size_t memory_bytes() const;
+
+ private:
+  // Link row of `node` at `level`: [count, neighbour ids...].
+  std::uint32_t* links(NodeId node, int level) {
+    if (level == 0) return level0_row(node);
+    return upper_[node].get() + static_cast<std::size_t>(level - 1) * upper_stride();
+  }
+  const std::uint32_t* links(NodeId node, int level) const {
+    return const_cast<HnswGraph*>(this)->links(node, level);
+  }
+  std::uint32_t max_degree(int level) const { return level == 0 ? max_degree0_ : M_; }
+  std::mutex& lock_of(NodeId node) const { return link_locks_[node % link_locks_.size()]; }
+
+  template <class Space>
+  NodeId greedy_descent(const Space& space, NodeId start, int from_level, int to_level,
+                        bool locked) const;
+  template <class Space>
+  void search_layer_for_insert(const Space& space, NodeId entry, int level,
+                               CandidatePool& pool, VisitedSet& visited) const;
+  // The neighbour-selection heuristic (algorithm 4 without extension or pruned-keeping):
+  // keep a candidate only if it is closer to the base than to every neighbour kept so far.
+  template <class Space>
+  void select_neighbors(const Space& space, std::vector<Neighbor>& candidates,
+                        std::size_t max_count) const;
+  template <class Space>
+  void link_back(const Space& space, NodeId neighbor, NodeId node, float distance,
+                 int level);
+
+  std::uint32_t M_;
+  std::uint32_t max_degree0_;
+  std::uint32_t ef_construction_;
+  double level_multiplier_;
+
+  std::size_t node_count_ = 0;
+  AlignedBuffer<std::uint32_t> level0_;
+  std::vector<std::unique_ptr<std::uint32_t[]>> upper_;
+  std::vector<std::uint8_t> levels_;
+
+  std::mutex entry_mutex_;
+  NodeId entry_point_ = 0;
+  int max_level_ = -1;  // -1: empty graph
+
+  // Striped locks guard link rows during parallel inserts; a thread holds one at a time.
+  mutable std::array<std::mutex, 1024> link_locks_;
+  mutable VisitedPool visited_pool_;
+};
+
+// ---------------------------------------------------------------------------------------------
+
+template <class Space>
+NodeId HnswGraph::greedy_descent(const Space& space, NodeId start, int from_level, int to_level,
+                                 bool locked) const {
+  NodeId current = start;
+  float current_distance = space.query(current);
+  std::array<std::uint32_t, 257> snapshot{};
+  for (int level = from_level; level > to_level; --level) {
+    bool improved = true;
+    while (improved) {
+      improved = false;
+      const std::uint32_t* row = links(current, level);
+      std::uint32_t count;
+      const std::uint32_t* neighbours = row + 1;
+      if (locked) {
+        std::lock_guard<std::mutex> guard(lock_of(current));
+        count = row[0];
+        std::copy(row + 1, row + 1 + count, snapshot.begin());
+        neighbours = snapshot.data();
+      } else {
+        count = row[0];
+      }
+      for (std::uint32_t i = 0; i < count; ++i) space.prefetch(neighbours[i]);
+      for (std::uint32_t i = 0; i < count; ++i) {
+        const float distance = space.query(neighbours[i]);
+        if (distance < current_distance) {
+          current_distance = distance;
+          current = neighbours[i];
+          improved = true;
+        }
+      }
+    }
+  }
+  return current;
+}
+
+template <class Space>
+void HnswGraph::search_layer_for_insert(const Space& space, NodeId entry, int level,
+                                        CandidatePool& pool, VisitedSet& visited) const {
+  std::array<std::uint32_t, 257> snapshot{};
+  visited.test_and_set(entry);
+  pool.insert(space.query(entry), entry, true);
+  while (pool.has_unexpanded()) {
+    const Neighbor current = pool.pop_unexpanded();
+    std::uint32_t count;
+    {
+      std::lock_guard<std::mutex> guard(lock_of(current.node));
+      const std::uint32_t* row = links(current.node, level);
+      count = row[0];
+      std::copy(row + 1, row + 1 + count, snapshot.begin());
+    }
+    std::uint32_t fresh = 0;
+    for (std::uint32_t i = 0; i < count; ++i) {
+      if (!visited.test_and_set(snapshot[i])) {
+        snapshot[fresh++] = snapshot[i];
+        space.prefetch(snapshot[i]);
+      }
+    }
+    for (std::uint32_t i = 0; i < fresh; ++i) {
+      const float distance = space.query(snapshot[i]);
+      if (pool.admits(distance)) pool.insert(distance, snapshot[i], true);
+    }
+  }
+}
+
+template <class Space>
+void HnswGraph::select_neighbors(const Space& space, std::vector<Neighbor>& candidates,
+                                 std::size_t max_count) const {
+  if (candidates.size() <= max_count) return;
+  std::size_t kept = 0;
+  for (std::size_t i = 0; i < candidates.size() && kept < max_count; ++i) {
+    const Neighbor candidate = candidates[i];
+    bool diverse = true;
+    for (std::size_t j = 0; j < kept; ++j) {
+      if (space.between(candidate.node, candidates[j].node) < candidate.distance) {
+        diverse = false;
+        break;
+      }
+    }
+    if (diverse) candidates[kept++] = candidate;
+  }
+  candidates.resize(kept);
+}
+
+template <class Space>
+void HnswGraph::link_back(const Space& space, NodeId neighbor, NodeId node, float distance,
+                          int level) {
+  std::lock_guard<std::mutex> guard(lock_of(neighbor));
+  std::uint32_t* row = links(neighbor, level);
+  const std::uint32_t count = row[0];
+  const std::uint32_t limit = max_degree(level);
+  for (std::uint32_t i = 0; i < count; ++i) {
+    if (row[1 + i] == node) return;
+  }
+  if (count < limit) {
+    row[1 + count] = node;
+    row[0] = count + 1;
+    return;
+  }
+  // Full: re-select among the old neighbours plus the new node, seen from `neighbor`.
+  std::vector<Neighbor> candidates;
+  candidates.reserve(count + 1);
+  candidates.push_back({distance, node});
+  for (std::uint32_t i = 0; i < count; ++i) {
+    candidates.push_back({space.between(neighbor, row[1 + i]), row[1 + i]});
+  }
+  std::sort(candidates.begin(), candidates.end(), closer);
+  select_neighbors(space, candidates, limit);
+  for (std::size_t i = 0; i < candidates.size(); ++i) row[1 + i] = candidates[i].node;
+  row[0] = static_cast<std::uint32_t>(candidates.size());
+}
+
+template <class Space>
+void HnswGraph::insert(NodeId node, const Space& space) {
+  const int node_level = levels_[node];
+  std::unique_lock<std::mutex> entry_guard(entry_mutex_);
+  const int top_level = max_level_;
+  const NodeId entry = entry_point_;
+  if (top_level < 0) {
+    entry_point_ = node;
+    max_level_ = node_level;
+    return;
+  }
+  // A node that raises the top level keeps the entry lock until it is linked.
+  if (node_level <= top_level) entry_guard.unlock();
+
+  NodeId current = greedy_descent(space, entry, top_level, node_level, /*locked=*/true);
+  auto visited = visited_pool_.borrow(node_count_);
+  CandidatePool pool;
+  std::vector<Neighbor> candidates;
+  for (int level = std::min(node_level, top_level); level >= 0; --level) {
+    visited->begin(node_count_);
+    pool.reset(ef_construction_);
+    search_layer_for_insert(space, current, level, pool, *visited);
+    pool.live_results(ef_construction_, candidates);
+    current = candidates.front().node;
+    select_neighbors(space, candidates, M_);
+    {
+      std::lock_guard<std::mutex> guard(lock_of(node));
+      std::uint32_t* row = links(node, level);
+      for (std::size_t i = 0; i < candidates.size(); ++i) row[1 + i] = candidates[i].node;
+      row[0] = static_cast<std::uint32_t>(candidates.size());
+    }
+    for (const Neighbor& neighbor : candidates) {
+      link_back(space, neighbor.node, node, neighbor.distance, level);
+    }
+  }
+  if (node_level > top_level) {
+    entry_point_ = node;
+    max_level_ = node_level;
+  }
+}
+
+template <class Space>
+void HnswGraph::search(const Space& space, std::size_t ef, const std::uint8_t* deleted,
+                       std::vector<Neighbor>& results) const {
+  results.clear();
+  if (max_level_ < 0) return;
+  const NodeId start = greedy_descent(space, entry_point_, max_level_, 0, /*locked=*/false);
+
+  auto visited = visited_pool_.borrow(node_count_);
+  thread_local CandidatePool pool;
+  pool.reset(ef);
+  const auto is_live = [deleted](NodeId n) { return deleted == nullptr || deleted[n] == 0; };
+  visited->test_and_set(start);
+  pool.insert(space.query(start), start, is_live(start));
+  std::array<std::uint32_t, 257> fresh_nodes{};
+  while (pool.has_unexpanded()) {
+    const Neighbor current = pool.pop_unexpanded();
+    const std::uint32_t* row = level0_row(current.node);
+    const std::uint32_t count = row[0];
+    // First pass: filter visited and issue prefetches for every new neighbour, so their rows
+    // load in parallel; second pass computes the distances.
+    std::uint32_t fresh = 0;
+    for (std::uint32_t i = 0; i < count; ++i) {
+      const NodeId neighbour = row[1 + i];
+      if (!visited->test_and_set(neighbour)) {
+        fresh_nodes[fresh++] = neighbour;
+        space.prefetch(neighbour);
+      }
+    }
+    for (std::uint32_t i = 0; i < fresh; ++i) {
+      const NodeId neighbour = fresh_nodes[i];
+      const float distance = space.query(neighbour);
+      if (pool.admits(distance)) pool.insert(distance, neighbour, is_live(neighbour));
+    }
+  }
+  pool.live_results(ef, results);
+}
+
+}  // namespace matry::graph

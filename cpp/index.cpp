@@ -1,0 +1,546 @@
+#include "index.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <exception>
+#include <limits>
+#include <queue>
+#include <thread>
+#include <unordered_set>
+
+#include "errors.hpp"
+#include "kernels/dispatch.hpp"
+
+namespace matry {
+namespace {
+
+constexpr float kUnitNormTolerance = 1e-3f;
+constexpr std::size_t kAddChunk = 2048;  // rows inserted per write-lock hold
+
+// Prefetch the bytes of a row that the next distance will read, several lines at once.
+inline void prefetch_row(const float* row, std::size_t floats) {
+  const char* bytes = reinterpret_cast<const char*>(row);
+  const std::size_t length = floats * sizeof(float);
+  for (std::size_t offset = 0; offset < length; offset += 64) __builtin_prefetch(bytes + offset);
+}
+
+// Spaces bind a query to the store's rows; the graph sees node ids only.
+// Cosine and ip: distance = 1 - dot (rows are unit length).
+struct DotSpace {
+  const float* rows;
+  std::size_t stride;
+  kernels::PairKernel dot;
+  const float* query_row;
+  float query(NodeId node) const { return 1.0f - dot(query_row, rows + node * stride, stride); }
+  float between(NodeId a, NodeId b) const {
+    return 1.0f - dot(rows + a * stride, rows + b * stride, stride);
+  }
+  void prefetch(NodeId node) const { prefetch_row(rows + node * stride, stride); }
+};
+
+// l2: squared euclidean distance.
+struct L2Space {
+  const float* rows;
+  std::size_t stride;
+  kernels::PairKernel l2sq;
+  const float* query_row;
+  float query(NodeId node) const { return l2sq(query_row, rows + node * stride, stride); }
+  float between(NodeId a, NodeId b) const {
+    return l2sq(rows + a * stride, rows + b * stride, stride);
+  }
+  void prefetch(NodeId node) const { prefetch_row(rows + node * stride, stride); }
+};
+
+// Matryoshka traversal, cosine/ip: 1 - cos over the first `width` dims of full-stride rows,
+// i.e. 1 - dot(q[:p], x[:p]) / (|q[:p]| |x[:p]|). Inverse prefix norms come from a table built
+// at insert time when `width` is the index's prefix_dim, or are computed on the fly otherwise.
+struct PrefixDotSpace {
+  const float* rows;
+  std::size_t stride;
+  std::size_t width;
+  kernels::PairKernel dot;
+  const float* inv_norms;  // may be null
+  const float* query_row;
+  float query_inv_norm;
+  float inv_norm(NodeId node) const {
+    if (inv_norms != nullptr) return inv_norms[node];
+    const float* row = rows + node * stride;
+    const float squared = dot(row, row, width);
+    return squared > 0.0f ? 1.0f / std::sqrt(squared) : 0.0f;
+  }
+  float query(NodeId node) const {
+    return 1.0f - dot(query_row, rows + node * stride, width) * query_inv_norm * inv_norm(node);
+  }
+  float between(NodeId a, NodeId b) const {
+    return 1.0f - dot(rows + a * stride, rows + b * stride, width) * inv_norm(a) * inv_norm(b);
+  }
+  void prefetch(NodeId node) const { prefetch_row(rows + node * stride, width); }
+};
+
+// Matryoshka traversal, l2: squared distance over the first `width` dims.
+struct PrefixL2Space {
+  const float* rows;
+  std::size_t stride;
+  std::size_t width;
+  kernels::PairKernel l2sq;
+  const float* query_row;
+  float query(NodeId node) const { return l2sq(query_row, rows + node * stride, width); }
+  float between(NodeId a, NodeId b) const {
+    return l2sq(rows + a * stride, rows + b * stride, width);
+  }
+  void prefetch(NodeId node) const { prefetch_row(rows + node * stride, width); }
+};
+
+float inverse_norm(const kernels::KernelTable& kernels, const float* row, std::size_t n) {
+  const float squared = kernels.dot(row, row, n);
+  return squared > 0.0f ? 1.0f / std::sqrt(squared) : 0.0f;
+}
+
+std::size_t resolve_threads(std::size_t requested, std::size_t work) {
+  std::size_t threads = requested;
+  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  return std::max<std::size_t>(1, std::min(threads, work));
+}
+
+}  // namespace
+
+void parallel_for(std::size_t n, std::size_t num_threads,
+                  const std::function<void(std::size_t, std::size_t)>& body) {
+  const std::size_t threads = resolve_threads(num_threads, n);
+  if (threads <= 1) {
+    for (std::size_t i = 0; i < n; ++i) body(i, 0);
+    return;
+  }
+  std::atomic<std::size_t> next{0};
+  std::atomic<bool> failed{false};
+  std::exception_ptr first_error;
+  std::mutex error_mutex;
+  auto worker = [&](std::size_t worker_index) {
+    while (!failed.load(std::memory_order_relaxed)) {
+      const std::size_t i = next.fetch_add(1);
+      if (i >= n) break;
+      try {
+        body(i, worker_index);
+      } catch (...) {
+        std::lock_guard<std::mutex> guard(error_mutex);
+        if (!first_error) first_error = std::current_exception();
+        failed = true;
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  pool.reserve(threads - 1);
+  for (std::size_t t = 1; t < threads; ++t) pool.emplace_back(worker, t);
+  worker(0);
+  for (std::thread& thread : pool) thread.join();
+  if (first_error) std::rethrow_exception(first_error);
+}
+
+Metric parse_metric(const std::string& name) {
+  if (name == "cosine") return Metric::cosine;
+  if (name == "ip") return Metric::ip;
+  if (name == "l2") return Metric::l2;
+  throw InvalidArgument("metric: expected 'cosine', 'ip' or 'l2', got '" + name + "'");
+}
+
+const char* metric_name(Metric metric) {
+  switch (metric) {
+    case Metric::cosine:
+      return "cosine";
+    case Metric::ip:
+      return "ip";
+    case Metric::l2:
+      return "l2";
+  }
+  return "unknown";
+}
+
+static IndexParams checked(IndexParams params) {
+  if (params.dim < 1 || params.dim > (1u << 16)) {
+    throw InvalidArgument("dim: must be between 1 and 65536, got " + std::to_string(params.dim));
+  }
+  if (params.M < 2 || params.M > 128) {
+    throw InvalidArgument("M: must be between 2 and 128, got " + std::to_string(params.M));
+  }
+  if (params.ef_construction < 1) throw InvalidArgument("ef_construction: must be >= 1");
+  if (params.prefix_dim > params.dim) {
+    throw InvalidArgument("prefix_dim: must be between 1 and dim (" +
+                          std::to_string(params.dim) + "), got " +
+                          std::to_string(params.prefix_dim));
+  }
+  if (params.prefix_dim == params.dim) params.prefix_dim = 0;  // full width: the plain path
+  return params;
+}
+
+Index::Index(const IndexParams& params)
+    : params_(checked(params)),
+      kernels_(kernels::active_kernels()),
+      store_(params_.dim),
+      graph_(params_.M, params_.ef_construction) {}
+
+std::shared_lock<std::shared_mutex> Index::read_lock() const {
+  { std::lock_guard<std::mutex> pass(turnstile_); }
+  return std::shared_lock<std::shared_mutex>(rw_mutex_);
+}
+
+std::unique_lock<std::shared_mutex> Index::write_lock() const {
+  std::lock_guard<std::mutex> hold(turnstile_);
+  return std::unique_lock<std::shared_mutex>(rw_mutex_);
+}
+
+std::size_t Index::size() const {
+  auto lock = read_lock();
+  return store_.live_count();
+}
+
+std::size_t Index::node_count() const {
+  auto lock = read_lock();
+  return store_.node_count();
+}
+
+std::size_t Index::capacity() const {
+  auto lock = read_lock();
+  return store_.capacity();
+}
+
+std::size_t Index::memory_bytes() const {
+  auto lock = read_lock();
+  return store_.memory_bytes() + graph_.memory_bytes() +
+         prefix_inv_norms_.capacity() * sizeof(float);
+}
+
+void Index::set_ef(std::size_t ef) {
+  if (ef < 1) throw InvalidArgument("ef: must be >= 1");
+  ef_ = ef;
+}
+
+void Index::set_rotation(std::vector<float> rotation) {
+  if (!rotation.empty() && rotation.size() != params_.dim * params_.dim) {
+    throw InvalidArgument("rotation: must be a dim x dim matrix");
+  }
+  std::lock_guard<std::mutex> writer(writer_mutex_);
+  auto lock = write_lock();
+  rotation_ = std::move(rotation);
+}
+
+void Index::validate_rows(const float* rows, std::size_t n, const char* argument) const {
+  const std::size_t dim = params_.dim;
+  for (std::size_t i = 0; i < n; ++i) {
+    const float* row = rows + i * dim;
+    double squared = 0.0;
+    for (std::size_t j = 0; j < dim; ++j) {
+      if (!std::isfinite(row[j])) {
+        throw InvalidArgument(std::string(argument) + ": row " + std::to_string(i) +
+                              " contains NaN or inf");
+      }
+      squared += static_cast<double>(row[j]) * row[j];
+    }
+    if (params_.metric == Metric::cosine && squared == 0.0) {
+      throw InvalidArgument(std::string(argument) + ": row " + std::to_string(i) +
+                            " is all zeros and has no direction (metric='cosine')");
+    }
+    if (params_.metric == Metric::ip && params_.require_unit_norm &&
+        std::fabs(std::sqrt(squared) - 1.0) > kUnitNormTolerance) {
+      throw InvalidArgument(std::string(argument) + ": row " + std::to_string(i) + " has norm " +
+                            std::to_string(std::sqrt(squared)) +
+                            "; metric='ip' needs unit-length vectors (within 1e-3). Normalize "
+                            "them, or use metric='cosine' which normalizes for you");
+    }
+  }
+}
+
+void Index::prepare_row(const float* in, float* out) const {
+  const std::size_t dim = params_.dim;
+  if (params_.metric != Metric::cosine) {
+    std::copy(in, in + dim, out);
+    return;
+  }
+  double squared = 0.0;
+  for (std::size_t j = 0; j < dim; ++j) squared += static_cast<double>(in[j]) * in[j];
+  const double scale = squared > 0.0 ? 1.0 / std::sqrt(squared) : 0.0;
+  for (std::size_t j = 0; j < dim; ++j) out[j] = static_cast<float>(in[j] * scale);
+}
+
+void Index::compute_prefix_norm(NodeId node) {
+  if (params_.prefix_dim == 0 || params_.metric == Metric::l2) return;
+  prefix_inv_norms_[node] = inverse_norm(kernels_, store_.row(node), params_.prefix_dim);
+}
+
+bool Index::add(const float* rows, std::size_t n, const std::int64_t* ids,
+                std::size_t num_threads, bool replace, const std::function<bool()>& interrupted,
+                std::vector<std::int64_t>& assigned_ids) {
+  if (n == 0) throw InvalidArgument("vectors: empty batch (0 rows)");
+  std::lock_guard<std::mutex> writer(writer_mutex_);  // one writer at a time
+  validate_rows(rows, n, "vectors");
+
+  // Ids: validated in full before anything changes.
+  assigned_ids.resize(n);
+  if (ids == nullptr) {
+    const std::int64_t first = store_.next_label();
+    for (std::size_t i = 0; i < n; ++i) assigned_ids[i] = first + static_cast<std::int64_t>(i);
+  } else {
+    std::unordered_set<std::int64_t> seen;
+    seen.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::int64_t id = ids[i];
+      if (id < 0) {
+        throw InvalidArgument("ids: must be non-negative, got " + std::to_string(id) +
+                              " at position " + std::to_string(i));
+      }
+      if (!seen.insert(id).second) {
+        throw InvalidArgument("ids: duplicate id " + std::to_string(id) + " at position " +
+                              std::to_string(i));
+      }
+      if (!replace && store_.find_live(id)) {
+        throw KeyNotFound("ids: id " + std::to_string(id) +
+                          " is already in the index (pass replace=True to overwrite it)");
+      }
+      assigned_ids[i] = id;
+    }
+  }
+  if (store_.node_count() + n > std::numeric_limits<NodeId>::max() - 1) {
+    throw InvalidArgument("vectors: the index cannot hold more than 2^32 - 2 nodes");
+  }
+
+  {
+    auto lock = write_lock();
+    const std::size_t needed = store_.node_count() + n;
+    if (needed > store_.capacity()) {
+      // Geometric growth for many small batches; exactly what is needed for one big batch.
+      const std::size_t grown = std::max(needed, store_.capacity() + store_.capacity() / 2);
+      store_.reserve(grown);
+      graph_.reserve(grown);
+      if (params_.prefix_dim != 0 && params_.metric != Metric::l2) {
+        prefix_inv_norms_.reserve(grown);
+      }
+    }
+  }
+
+  std::vector<float> prepared(kAddChunk * params_.dim);
+  for (std::size_t begin = 0; begin < n; begin += kAddChunk) {
+    if (begin > 0 && interrupted && interrupted()) return false;
+    const std::size_t end = std::min(n, begin + kAddChunk);
+    auto lock = write_lock();
+    const NodeId first_node = static_cast<NodeId>(store_.node_count());
+    for (std::size_t i = begin; i < end; ++i) {
+      const std::int64_t id = assigned_ids[i];
+      if (const std::optional<NodeId> old = store_.find(id)) store_.mark_deleted(*old);
+      float* buffer = prepared.data() + (i - begin) * params_.dim;
+      prepare_row(rows + i * params_.dim, buffer);
+      const NodeId node = store_.append(buffer, id);
+      graph_.append_node(graph_.draw_level(params_.seed, node));
+      if (params_.prefix_dim != 0 && params_.metric != Metric::l2) {
+        prefix_inv_norms_.push_back(0.0f);
+        compute_prefix_norm(node);
+      }
+    }
+    const std::size_t count = end - begin;
+    const float* stored = store_.rows();
+    const std::size_t dim = params_.dim;
+    const std::size_t width = params_.prefix_dim;
+    parallel_for(count, num_threads, [&](std::size_t i, std::size_t) {
+      const NodeId node = first_node + static_cast<NodeId>(i);
+      const float* row = stored + node * dim;
+      if (width == 0) {
+        if (params_.metric == Metric::l2) {
+          graph_.insert(node, L2Space{stored, dim, kernels_.l2sq, row});
+        } else {
+          graph_.insert(node, DotSpace{stored, dim, kernels_.dot, row});
+        }
+      } else if (params_.metric == Metric::l2) {
+        graph_.insert(node, PrefixL2Space{stored, dim, width, kernels_.l2sq, row});
+      } else {
+        graph_.insert(node, PrefixDotSpace{stored, dim, width, kernels_.dot,
+                                           prefix_inv_norms_.data(), row,
+                                           prefix_inv_norms_[node]});
+      }
+    });
+  }
+  return true;
+}
+
+float Index::full_distance(const float* query, NodeId node) const {
+  const float* row = store_.row(node);
+  if (params_.metric == Metric::l2) return kernels_.l2sq(query, row, params_.dim);
+  return 1.0f - kernels_.dot(query, row, params_.dim);
+}
+
+void Index::search_one(const float* raw_query, const SearchOptions& options,
+                       std::vector<float>& scratch, std::vector<graph::Neighbor>& candidates,
+                       std::int64_t* out_ids, float* out_distances) const {
+  const std::size_t dim = params_.dim;
+  const std::size_t k = options.k;
+  std::fill(out_ids, out_ids + k, -1);
+  std::fill(out_distances, out_distances + k, std::numeric_limits<float>::infinity());
+  if (store_.live_count() == 0) return;
+
+  scratch.resize(dim);
+  prepare_row(raw_query, scratch.data());
+  const float* query = scratch.data();
+  const std::uint8_t* deleted = store_.has_deleted() ? store_.deleted_flags() : nullptr;
+  const float* rows = store_.rows();
+
+  std::size_t width = options.prefix_dim != 0 ? options.prefix_dim : params_.prefix_dim;
+  if (width >= dim) width = 0;
+  std::size_t ef = std::max({options.ef != 0 ? options.ef : ef_.load(), k, options.rerank});
+
+  if (width == 0) {
+    if (params_.metric == Metric::l2) {
+      graph_.search(L2Space{rows, dim, kernels_.l2sq, query}, ef, deleted, candidates);
+    } else {
+      graph_.search(DotSpace{rows, dim, kernels_.dot, query}, ef, deleted, candidates);
+    }
+  } else {
+    if (params_.metric == Metric::l2) {
+      graph_.search(PrefixL2Space{rows, dim, width, kernels_.l2sq, query}, ef, deleted,
+                    candidates);
+    } else {
+      const float* table = width == params_.prefix_dim ? prefix_inv_norms_.data() : nullptr;
+      graph_.search(PrefixDotSpace{rows, dim, width, kernels_.dot, table, query,
+                                   inverse_norm(kernels_, query, width)},
+                    ef, deleted, candidates);
+    }
+    // Rerank the best `rerank` traversal candidates on the full vector.
+    const std::size_t rerank = options.rerank != 0 ? options.rerank : ef;
+    if (candidates.size() > rerank) candidates.resize(rerank);
+    for (graph::Neighbor& candidate : candidates) {
+      candidate.distance = full_distance(query, candidate.node);
+    }
+    std::sort(candidates.begin(), candidates.end(), graph::closer);
+  }
+  const std::size_t found = std::min(k, candidates.size());
+  for (std::size_t i = 0; i < found; ++i) {
+    out_ids[i] = store_.label(candidates[i].node);
+    out_distances[i] = candidates[i].distance;
+  }
+}
+
+void Index::search(const float* queries, std::size_t n, const SearchOptions& options,
+                   std::int64_t* out_ids, float* out_distances) const {
+  if (options.k < 1) throw InvalidArgument("k: must be >= 1, got " + std::to_string(options.k));
+  if (options.prefix_dim > params_.dim) {
+    throw InvalidArgument("prefix_dim: must be between 1 and dim (" +
+                          std::to_string(params_.dim) + "), got " +
+                          std::to_string(options.prefix_dim));
+  }
+  if (options.rerank != 0 && options.rerank < options.k) {
+    throw InvalidArgument("rerank: must be >= k (" + std::to_string(options.k) + "), got " +
+                          std::to_string(options.rerank));
+  }
+  validate_rows(queries, n, "queries");
+  auto lock = read_lock();
+  const std::size_t k = options.k;
+  if (n == 1 || resolve_threads(options.num_threads, n) == 1) {
+    std::vector<float> scratch;
+    std::vector<graph::Neighbor> candidates;
+    for (std::size_t i = 0; i < n; ++i) {
+      search_one(queries + i * params_.dim, options, scratch, candidates, out_ids + i * k,
+                 out_distances + i * k);
+    }
+    return;
+  }
+  parallel_for(n, options.num_threads, [&](std::size_t i, std::size_t) {
+    thread_local std::vector<float> scratch;
+    thread_local std::vector<graph::Neighbor> candidates;
+    search_one(queries + i * params_.dim, options, scratch, candidates, out_ids + i * k,
+               out_distances + i * k);
+  });
+}
+
+void Index::exact_search(const float* queries, std::size_t n, std::size_t k,
+                         std::size_t num_threads, std::int64_t* out_ids,
+                         float* out_distances) const {
+  if (k < 1) throw InvalidArgument("k: must be >= 1, got " + std::to_string(k));
+  validate_rows(queries, n, "queries");
+  auto lock = read_lock();
+  const std::size_t dim = params_.dim;
+  const std::size_t nodes = store_.node_count();
+  parallel_for(n, num_threads, [&](std::size_t i, std::size_t) {
+    std::vector<float> query(dim);
+    prepare_row(queries + i * dim, query.data());
+    // Max-heap of the k best so far.
+    std::priority_queue<std::pair<float, NodeId>> best;
+    for (NodeId node = 0; node < nodes; ++node) {
+      if (store_.is_deleted(node)) continue;
+      const float distance = full_distance(query.data(), node);
+      if (best.size() < k) {
+        best.emplace(distance, node);
+      } else if (distance < best.top().first) {
+        best.pop();
+        best.emplace(distance, node);
+      }
+    }
+    std::int64_t* ids_row = out_ids + i * k;
+    float* distances_row = out_distances + i * k;
+    std::fill(ids_row, ids_row + k, -1);
+    std::fill(distances_row, distances_row + k, std::numeric_limits<float>::infinity());
+    for (std::size_t slot = best.size(); slot-- > 0;) {
+      ids_row[slot] = store_.label(best.top().second);
+      distances_row[slot] = best.top().first;
+      best.pop();
+    }
+  });
+}
+
+void Index::remove(const std::int64_t* ids, std::size_t n) {
+  std::lock_guard<std::mutex> writer(writer_mutex_);
+  std::vector<NodeId> nodes(n);
+  std::unordered_set<std::int64_t> seen;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!seen.insert(ids[i]).second) {
+      throw InvalidArgument("ids: duplicate id " + std::to_string(ids[i]) + " at position " +
+                            std::to_string(i));
+    }
+    const std::optional<NodeId> node = store_.find_live(ids[i]);
+    if (!node) throw KeyNotFound("ids: id " + std::to_string(ids[i]) + " is not in the index");
+    nodes[i] = *node;
+  }
+  auto lock = write_lock();
+  for (NodeId node : nodes) store_.mark_deleted(node);
+}
+
+void Index::restore(const std::int64_t* ids, std::size_t n) {
+  std::lock_guard<std::mutex> writer(writer_mutex_);
+  std::vector<NodeId> nodes(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::optional<NodeId> node = store_.find(ids[i]);
+    if (!node || !store_.is_deleted(*node)) {
+      throw KeyNotFound("ids: id " + std::to_string(ids[i]) + " is not a removed id");
+    }
+    nodes[i] = *node;
+  }
+  auto lock = write_lock();
+  for (NodeId node : nodes) store_.unmark_deleted(node);
+}
+
+bool Index::contains(std::int64_t id) const {
+  auto lock = read_lock();
+  return store_.find_live(id).has_value();
+}
+
+void Index::get(const std::int64_t* ids, std::size_t n, float* out) const {
+  auto lock = read_lock();
+  std::vector<NodeId> nodes(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::optional<NodeId> node = store_.find_live(ids[i]);
+    if (!node) throw KeyNotFound("ids: id " + std::to_string(ids[i]) + " is not in the index");
+    nodes[i] = *node;
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    std::copy(store_.row(nodes[i]), store_.row(nodes[i]) + params_.dim, out + i * params_.dim);
+  }
+}
+
+std::vector<std::int64_t> Index::ids() const {
+  auto lock = read_lock();
+  std::vector<std::int64_t> live;
+  live.reserve(store_.live_count());
+  for (NodeId node = 0; node < store_.node_count(); ++node) {
+    if (!store_.is_deleted(node)) live.push_back(store_.label(node));
+  }
+  std::sort(live.begin(), live.end());
+  return live;
+}
+
+}  // namespace matry

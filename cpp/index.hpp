@@ -1,0 +1,121 @@
+// Index = vector store + HNSW graph + the kernels resolved at construction. Owns validation of
+// everything that reaches it (the Python layer validates again, with friendlier messages).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <vector>
+
+#include "graph/hnsw.hpp"
+#include "kernels/kernels.hpp"
+#include "store.hpp"
+
+namespace matry {
+
+enum class Metric : std::uint32_t { cosine = 0, ip = 1, l2 = 2 };
+
+Metric parse_metric(const std::string& name);
+const char* metric_name(Metric metric);
+
+struct IndexParams {
+  std::size_t dim = 0;
+  Metric metric = Metric::cosine;
+  std::uint32_t M = 16;
+  std::uint32_t ef_construction = 200;
+  std::uint64_t seed = 0;
+  std::size_t prefix_dim = 0;       // graph built on the first prefix_dim dims; 0 = full
+  bool require_unit_norm = true;    // metric "ip": reject rows whose norm is not 1 +- 1e-3
+};
+
+// Per-call options of a search.
+struct SearchOptions {
+  std::size_t k = 10;
+  std::size_t ef = 0;          // 0: the index's ef
+  std::size_t prefix_dim = 0;  // 0: the index's prefix_dim; == dim: full-width traversal
+  std::size_t rerank = 0;      // 0: every candidate of the beam (max(ef, k))
+  std::size_t num_threads = 0;
+};
+
+class Index {
+ public:
+  explicit Index(const IndexParams& params);
+
+  const IndexParams& params() const { return params_; }
+  std::size_t dim() const { return params_.dim; }
+  std::size_t size() const;
+  std::size_t node_count() const;
+  std::size_t capacity() const;
+  std::size_t ef() const { return ef_.load(); }
+  void set_ef(std::size_t ef);
+  const char* simd_level() const { return kernels_.name; }
+  std::size_t memory_bytes() const;
+
+  // Adds n rows (row-major, dim floats each). `ids` may be null (continue after the largest id).
+  // Everything is validated before anything changes. `interrupted` is polled between chunks;
+  // when it returns true the add stops after a consistent chunk and returns false.
+  bool add(const float* rows, std::size_t n, const std::int64_t* ids, std::size_t num_threads,
+           bool replace, const std::function<bool()>& interrupted,
+           std::vector<std::int64_t>& assigned_ids);
+
+  // out_ids / out_distances: n * k, padded with -1 / +inf.
+  void search(const float* queries, std::size_t n, const SearchOptions& options,
+              std::int64_t* out_ids, float* out_distances) const;
+  void exact_search(const float* queries, std::size_t n, std::size_t k, std::size_t num_threads,
+                    std::int64_t* out_ids, float* out_distances) const;
+
+  void remove(const std::int64_t* ids, std::size_t n);
+  void restore(const std::int64_t* ids, std::size_t n);  // undo remove (hnswlib unmark_deleted)
+  bool contains(std::int64_t id) const;
+  void get(const std::int64_t* ids, std::size_t n, float* out) const;
+  std::vector<std::int64_t> ids() const;
+
+  // Serialization (io.cpp). `metadata` is an opaque JSON string stored beside the payload.
+  void save(const std::string& path, const std::string& metadata) const;
+  std::string to_bytes(const std::string& metadata) const;
+  static std::unique_ptr<Index> load(const std::string& path, std::string& metadata);
+  static std::unique_ptr<Index> from_bytes(const std::string& bytes, std::string& metadata);
+
+  // Opaque extra payload kept with the index (the Python layer's rotation matrix).
+  const std::vector<float>& rotation() const { return rotation_; }
+  void set_rotation(std::vector<float> rotation);
+
+ private:
+  friend class IndexSerializer;
+
+  void validate_rows(const float* rows, std::size_t n, const char* argument) const;
+  void prepare_row(const float* in, float* out) const;
+  void compute_prefix_norm(NodeId node);
+  void search_one(const float* query, const SearchOptions& options, std::vector<float>& scratch,
+                  std::vector<graph::Neighbor>& candidates, std::int64_t* out_ids,
+                  float* out_distances) const;
+  float full_distance(const float* query, NodeId node) const;
+
+  // Lock order: writer_mutex_ (serializes writers), then turnstile_ + rw_mutex_. Readers pass
+  // the turnstile before taking rw_mutex_ shared, so a waiting writer is not starved.
+  std::shared_lock<std::shared_mutex> read_lock() const;
+  std::unique_lock<std::shared_mutex> write_lock() const;
+
+  IndexParams params_;
+  const kernels::KernelTable& kernels_;
+  VectorStore store_;
+  graph::HnswGraph graph_;
+  std::vector<float> prefix_inv_norms_;  // 1/|row[:prefix_dim]|, prefix cosine/ip only
+  std::vector<float> rotation_;
+  std::atomic<std::size_t> ef_{64};
+
+  mutable std::mutex writer_mutex_;
+  mutable std::mutex turnstile_;
+  mutable std::shared_mutex rw_mutex_;
+};
+
+// Runs body(i) for i in [0, n) on up to num_threads threads (0 = all cores); the first exception
+// thrown by any worker is rethrown on the calling thread after all workers stop.
+void parallel_for(std::size_t n, std::size_t num_threads,
+                  const std::function<void(std::size_t, std::size_t)>& body);
+
+}  // namespace matry

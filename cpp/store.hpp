@@ -1,0 +1,65 @@
+// Vector storage: contiguous rows of `dim` floats, the label of each node, the label -> node map
+// and the deleted flags. Nodes are never moved or reused, so node ids stay valid for the graph.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <unordered_map>
+#include <vector>
+
+#include "buffer.hpp"
+#include "graph/visited.hpp"
+
+namespace matry {
+
+using graph::NodeId;
+
+class VectorStore {
+ public:
+  explicit VectorStore(std::size_t dim) : dim_(dim) {}
+
+  std::size_t dim() const { return dim_; }
+  std::size_t node_count() const { return labels_.size(); }
+  std::size_t live_count() const { return live_count_; }
+  std::size_t capacity() const { return vectors_.capacity() / dim_; }
+  bool has_deleted() const { return live_count_ != labels_.size(); }
+  // Smallest label never used so far: default ids continue from here.
+  std::int64_t next_label() const { return next_label_; }
+
+  void reserve(std::size_t capacity);
+  // Copies `row`; `label` now names the new node (an older node with it stays a tombstone).
+  NodeId append(const float* row, std::int64_t label);
+
+  const float* row(NodeId node) const { return vectors_.data() + node * dim_; }
+  float* row(NodeId node) { return vectors_.data() + node * dim_; }
+  const float* rows() const { return vectors_.data(); }
+  std::int64_t label(NodeId node) const { return labels_[node]; }
+  const std::vector<std::int64_t>& labels() const { return labels_; }
+
+  // Node currently named by `label`, deleted or not.
+  std::optional<NodeId> find(std::int64_t label) const;
+  // Node currently named by `label` if it is live.
+  std::optional<NodeId> find_live(std::int64_t label) const;
+
+  bool is_deleted(NodeId node) const { return deleted_[node] != 0; }
+  const std::uint8_t* deleted_flags() const { return deleted_.data(); }
+  void mark_deleted(NodeId node);
+  void unmark_deleted(NodeId node);
+
+  // Rebuilds a store from saved parts (io.cpp); labels map to their latest node.
+  void restore(std::vector<std::int64_t> labels, std::vector<std::uint8_t> deleted,
+               std::int64_t next_label);
+  float* reserve_rows_for_restore(std::size_t node_count);
+  std::size_t memory_bytes() const;
+
+ private:
+  std::size_t dim_;
+  AlignedBuffer<float> vectors_;
+  std::vector<std::int64_t> labels_;
+  std::vector<std::uint8_t> deleted_;
+  std::unordered_map<std::int64_t, NodeId> node_of_label_;
+  std::size_t live_count_ = 0;
+  std::int64_t next_label_ = 0;
+};
+
+}  // namespace matry

@@ -1,0 +1,434 @@
+"""The typed ``Index``: friendly validation in front of the C++ HNSW core."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Union
+
+import numpy as np
+import numpy.typing as npt
+
+from . import _core
+from .errors import CorruptIndexError
+
+ArrayLike = npt.ArrayLike
+PathLike = Union[str, "os.PathLike[str]"]
+
+_METRICS = ("cosine", "ip", "l2")
+DEFAULT_EF = 64
+_ORTHOGONALITY_TOLERANCE = 1e-4
+
+
+def simd_level() -> str:
+    """Instruction set of the kernels in use: "scalar", "avx2", "avx512" or "neon".
+
+    Chosen once at import from what the CPU supports; ``MATRY_SIMD`` forces a level.
+    """
+    return _core.simd_level()
+
+
+def _as_rows(values: ArrayLike, dim: int, argument: str) -> np.ndarray:
+    """Converts once to a C-contiguous float32 [n, dim] array, or raises ValueError."""
+    try:
+        array = np.asarray(values)
+    except (ValueError, TypeError) as error:  # ragged lists and the like
+        raise ValueError(f"{argument}: not a numeric array ({error})") from None
+    if array.dtype.kind not in "iuf":
+        raise ValueError(f"{argument}: expected real numbers, got an array of dtype {array.dtype}")
+    if array.ndim == 1:
+        array = array.reshape(1, -1)
+    if array.ndim != 2:
+        raise ValueError(f"{argument}: expected a 2-D array [n, {dim}], got {array.ndim}-D")
+    if array.shape[0] == 0:
+        raise ValueError(f"{argument}: empty batch (0 rows)")
+    if array.shape[1] != dim:
+        raise ValueError(
+            f"{argument}: expected {dim} columns (the index dim), got {array.shape[1]}"
+        )
+    with np.errstate(over="ignore", invalid="ignore"):
+        rows = np.ascontiguousarray(array, dtype=np.float32)
+    finite = np.isfinite(rows).all(axis=1)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite)[0])
+        raise ValueError(f"{argument}: row {bad} contains NaN or inf (or overflows float32)")
+    return rows
+
+
+def _as_ids(values: ArrayLike, argument: str = "ids") -> np.ndarray:
+    """Converts to a 1-D int64 array of non-negative ids, or raises ValueError."""
+    if isinstance(values, (int, np.integer)) and not isinstance(values, bool):
+        values = [values]
+    array = np.asarray(values)
+    if array.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if array.dtype.kind not in "iu":
+        raise ValueError(f"{argument}: expected integers, got an array of dtype {array.dtype}")
+    if array.ndim != 1:
+        array = array.reshape(-1)
+    if array.dtype.kind == "u" and array.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{argument}: ids must fit in int64")
+    ids = np.ascontiguousarray(array, dtype=np.int64)
+    negative = np.flatnonzero(ids < 0)
+    if negative.size:
+        raise ValueError(
+            f"{argument}: ids must be non-negative, got {int(ids[negative[0]])} "
+            f"at position {int(negative[0])}"
+        )
+    return ids
+
+
+def _positive_int(value: Any, argument: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{argument}: expected an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{argument}: must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _threads(value: Any) -> int:
+    return _positive_int(value, "num_threads", minimum=0)
+
+
+def fit_rotation(sample: ArrayLike) -> np.ndarray:
+    """Orthogonal PCA rotation ``R`` (dim x dim, float32) ordering directions by variance.
+
+    Rows of ``R`` are the principal directions of ``sample`` (centered), largest variance first.
+    An index with ``rotation=R`` stores ``R @ x``: dot products and L2 distances between full
+    vectors are unchanged (R is orthogonal), while the first dims carry the most variance, so
+    a prefix search (``prefix_dim``) keeps more of each vector's meaning.
+    """
+    array = np.asarray(sample, dtype=np.float64)
+    if array.ndim != 2 or array.shape[0] < 2:
+        raise ValueError("sample: expected a 2-D array with at least 2 rows")
+    if not np.isfinite(array).all():
+        raise ValueError("sample: contains NaN or inf")
+    centered = array - array.mean(axis=0)
+    covariance = centered.T @ centered / (array.shape[0] - 1)
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+    order = np.argsort(eigenvalues)[::-1]
+    return np.ascontiguousarray(eigenvectors[:, order].T, dtype=np.float32)
+
+
+def _checked_rotation(rotation: ArrayLike, dim: int) -> np.ndarray:
+    matrix = np.asarray(rotation, dtype=np.float64)
+    if matrix.shape != (dim, dim):
+        raise ValueError(f"rotation: expected a ({dim}, {dim}) matrix, got shape {matrix.shape}")
+    if not np.isfinite(matrix).all():
+        raise ValueError("rotation: contains NaN or inf")
+    error = np.abs(matrix @ matrix.T - np.eye(dim)).max()
+    if error > _ORTHOGONALITY_TOLERANCE:
+        raise ValueError(
+            f"rotation: must be orthogonal (R @ R.T = I); max deviation is {error:.2e}. "
+            "Use matry.fit_rotation(sample) to make one"
+        )
+    return np.ascontiguousarray(matrix, dtype=np.float32)
+
+
+class Index:
+    """HNSW index over embedding vectors.
+
+    Args:
+        dim: vector dimension.
+        metric: ``"cosine"`` (vectors are normalized on the way in; distance = 1 - cos),
+            ``"ip"`` (vectors must already be unit length within 1e-3; distance = 1 - dot),
+            or ``"l2"`` (squared euclidean distance).
+        M: links per node on the upper layers (2*M on layer 0).
+        ef_construction: beam width while building.
+        seed: seed of the level generator; one thread and the same seed give the same graph.
+        prefix_dim: Matryoshka search: build and traverse the graph on the first
+            ``prefix_dim`` dims, rerank on the full vector. ``None`` = full width.
+        rotation: ``None``, an orthogonal (dim, dim) matrix applied to every vector and query,
+            or ``"pca"`` to fit one (see :func:`fit_rotation`) on the first batch added.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        metric: str = "cosine",
+        M: int = 16,
+        ef_construction: int = 200,
+        seed: int = 0,
+        prefix_dim: int | None = None,
+        rotation: ArrayLike | str | None = None,
+        *,
+        _require_unit_norm: bool = True,
+        _core_index: _core.Index | None = None,
+        _metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self.metadata: dict[str, Any] = dict(_metadata or {})
+        if _core_index is not None:
+            self._core = _core_index
+            self._rotation: np.ndarray | None = _core_index.rotation
+            self._fit_rotation_on_first_add = False
+            return
+        dim = _positive_int(dim, "dim")
+        if metric not in _METRICS:
+            raise ValueError(f"metric: expected one of {_METRICS}, got {metric!r}")
+        M = _positive_int(M, "M", minimum=2)
+        if M > 128:
+            raise ValueError(f"M: must be <= 128, got {M}")
+        ef_construction = _positive_int(ef_construction, "ef_construction")
+        seed = _positive_int(seed, "seed", minimum=0)
+        if prefix_dim is not None:
+            prefix_dim = _positive_int(prefix_dim, "prefix_dim")
+            if prefix_dim > dim:
+                raise ValueError(f"prefix_dim: must be between 1 and dim ({dim}), got {prefix_dim}")
+        self._fit_rotation_on_first_add = isinstance(rotation, str)
+        if isinstance(rotation, str) and rotation != "pca":
+            raise ValueError(f"rotation: expected None, a matrix or 'pca', got {rotation!r}")
+        self._core = _core.Index(
+            dim,
+            metric,
+            M,
+            ef_construction,
+            seed,
+            prefix_dim or 0,
+            _require_unit_norm,
+        )
+        self._core.ef = DEFAULT_EF
+        self._rotation = None
+        if rotation is not None and not isinstance(rotation, str):
+            self._set_rotation(_checked_rotation(rotation, dim))
+
+    # -- properties -------------------------------------------------------------------------
+
+    @property
+    def dim(self) -> int:
+        return int(self._core.dim)
+
+    @property
+    def metric(self) -> str:
+        return str(self._core.metric)
+
+    @property
+    def M(self) -> int:  # noqa: N802 - the name HNSW papers and hnswlib use
+        return int(self._core.M)
+
+    @property
+    def ef_construction(self) -> int:
+        return int(self._core.ef_construction)
+
+    @property
+    def seed(self) -> int:
+        return int(self._core.seed)
+
+    @property
+    def prefix_dim(self) -> int | None:
+        width = int(self._core.prefix_dim)
+        return width or None
+
+    @property
+    def rotation(self) -> np.ndarray | None:
+        """The orthogonal rotation applied to vectors and queries, if any."""
+        return None if self._rotation is None else self._rotation.copy()
+
+    @property
+    def capacity(self) -> int:
+        """Rows allocated; grows geometrically as vectors are added."""
+        return int(self._core.capacity)
+
+    @property
+    def ef(self) -> int:
+        """Default search beam width (64 unless set); saved with the index."""
+        return int(self._core.ef)
+
+    @ef.setter
+    def ef(self, value: int) -> None:
+        self._core.ef = _positive_int(value, "ef")
+
+    @property
+    def simd_level(self) -> str:
+        return str(self._core.simd_level)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Approximate bytes held by the index (vectors, links, ids)."""
+        return int(self._core.memory_bytes)
+
+    def __len__(self) -> int:
+        return len(self._core)
+
+    def __contains__(self, id: object) -> bool:
+        if isinstance(id, bool) or not isinstance(id, (int, np.integer)) or id < 0:
+            return False
+        if id > np.iinfo(np.int64).max:
+            return False
+        return bool(self._core.contains(int(id)))
+
+    def __repr__(self) -> str:
+        prefix = f", prefix_dim={self.prefix_dim}" if self.prefix_dim else ""
+        return (
+            f"matry.Index(dim={self.dim}, metric={self.metric!r}, M={self.M}, "
+            f"ef_construction={self.ef_construction}{prefix}, len={len(self)})"
+        )
+
+    # -- rotation ---------------------------------------------------------------------------
+
+    def _set_rotation(self, rotation: np.ndarray) -> None:
+        self._core.set_rotation(rotation)
+        self._rotation = rotation
+
+    def _rotate(self, rows: np.ndarray) -> np.ndarray:
+        if self._rotation is None:
+            return rows
+        return np.ascontiguousarray(rows @ self._rotation.T, dtype=np.float32)
+
+    # -- data -------------------------------------------------------------------------------
+
+    def add(
+        self,
+        vectors: ArrayLike,
+        ids: ArrayLike | None = None,
+        num_threads: int = 0,
+        replace: bool = False,
+    ) -> np.ndarray:
+        """Adds vectors; returns their ids (int64).
+
+        ``ids`` default to consecutive integers after the largest id ever used. An id that is
+        already present raises KeyError unless ``replace=True``. The whole batch is validated
+        before anything changes. Ctrl-C stops a long add between chunks: rows added before it
+        stay, the index remains consistent, and KeyboardInterrupt propagates.
+        """
+        rows = _as_rows(vectors, self.dim, "vectors")
+        id_array = None
+        if ids is not None:
+            id_array = _as_ids(ids)
+            if id_array.shape[0] != rows.shape[0]:
+                raise ValueError(
+                    f"ids: expected {rows.shape[0]} ids (one per row of vectors), "
+                    f"got {id_array.shape[0]}"
+                )
+        threads = _threads(num_threads)
+        if self._fit_rotation_on_first_add and len(self._core) == 0 and self._rotation is None:
+            if rows.shape[0] < 2:
+                raise ValueError("vectors: rotation='pca' needs at least 2 rows in the first batch")
+            rotation = fit_rotation(rows)
+            rotated = np.ascontiguousarray(rows @ rotation.T, dtype=np.float32)
+            assigned = self._core.add(rotated, id_array, threads, bool(replace))
+            self._set_rotation(rotation)
+            return assigned
+        return self._core.add(self._rotate(rows), id_array, threads, bool(replace))
+
+    def search(
+        self,
+        queries: ArrayLike,
+        k: int = 10,
+        ef: int | None = None,
+        num_threads: int = 0,
+        prefix_dim: int | None = None,
+        rerank: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Approximate k nearest neighbours of each query.
+
+        Returns ``(ids, distances)``: int64 and float32 arrays of shape [n, k], ascending
+        distance. Missing results (k larger than the live count) are id -1, distance inf.
+        ``ef`` defaults to :attr:`ef` and is raised to k (and to ``rerank``). With
+        ``prefix_dim``, the graph is traversed on the first ``prefix_dim`` dims and the best
+        ``rerank`` candidates (default: all ``ef`` of them) are rescored on the full vector.
+        """
+        rows = _as_rows(queries, self.dim, "queries")
+        k = _positive_int(k, "k")
+        ef_value = 0 if ef is None else _positive_int(ef, "ef")
+        width = 0
+        if prefix_dim is not None:
+            width = _positive_int(prefix_dim, "prefix_dim")
+            if width > self.dim:
+                raise ValueError(
+                    f"prefix_dim: must be between 1 and dim ({self.dim}), got {width}"
+                )
+        rerank_value = 0
+        if rerank is not None:
+            rerank_value = _positive_int(rerank, "rerank")
+            if rerank_value < k:
+                raise ValueError(f"rerank: must be >= k ({k}), got {rerank_value}")
+        return self._core.search(
+            self._rotate(rows), k, ef_value, width, rerank_value, _threads(num_threads)
+        )
+
+    def exact_search(
+        self, queries: ArrayLike, k: int = 10, num_threads: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact k nearest neighbours by brute force over the live vectors (same output)."""
+        rows = _as_rows(queries, self.dim, "queries")
+        k = _positive_int(k, "k")
+        return self._core.exact_search(self._rotate(rows), k, _threads(num_threads))
+
+    def remove(self, ids: ArrayLike) -> None:
+        """Removes ids (KeyError for an unknown one; nothing changes then)."""
+        id_array = _as_ids(ids)
+        if id_array.size:
+            self._core.remove(id_array)
+
+    def _restore(self, ids: ArrayLike) -> None:
+        """Undoes remove() for ids not re-added since (hnswlib's unmark_deleted)."""
+        id_array = _as_ids(ids)
+        if id_array.size:
+            self._core.restore(id_array)
+
+    def get(self, ids: ArrayLike) -> np.ndarray:
+        """Stored vectors of ids, float32 [n, dim] (normalized under metric="cosine")."""
+        rows = self._core.get(_as_ids(ids))
+        if self._rotation is not None and rows.shape[0]:
+            rows = np.ascontiguousarray(rows @ self._rotation, dtype=np.float32)
+        return rows
+
+    def ids(self) -> np.ndarray:
+        """Live ids, ascending (int64)."""
+        return self._core.ids()
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def _metadata_json(self) -> str:
+        try:
+            return json.dumps({"user": self.metadata}, separators=(",", ":"))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"metadata: not JSON-serializable ({error})") from None
+
+    def save(self, path: PathLike) -> None:
+        """Writes the index (with :attr:`metadata` and :attr:`ef`) atomically to ``path``."""
+        self._core.save(os.fspath(path), self._metadata_json())
+
+    @classmethod
+    def load(cls, path: PathLike) -> Index:
+        """Loads a saved index; CorruptIndexError names what is wrong with a bad file."""
+        core, metadata_json = _core.Index.load(os.fspath(path))
+        return cls(0, _core_index=core, _metadata=_parse_metadata(metadata_json)["user"])
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"index": self._core.to_bytes(self._metadata_json())}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        core, metadata_json = _core.Index.from_bytes(state["index"])
+        self.__init__(0, _core_index=core, _metadata=_parse_metadata(metadata_json)["user"])  # type: ignore[misc]
+
+
+def _parse_metadata(metadata_json: bytes) -> dict[str, Any]:
+    try:
+        parsed = json.loads(metadata_json.decode("utf-8")) if metadata_json else {}
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CorruptIndexError(f"metadata block is not valid JSON ({error})") from None
+    if not isinstance(parsed, dict):
+        raise CorruptIndexError("metadata block is not a JSON object")
+    user = parsed.get("user", {})
+    if not isinstance(user, dict):
+        raise CorruptIndexError("metadata block: 'user' is not an object")
+    return {"user": user}
+
+
+def read_metadata(path: PathLike) -> dict[str, Any]:
+    """Header fields and user metadata of a saved index, without reading its payload."""
+    header = _core.read_header(os.fspath(path))
+    return {
+        "format_version": int(header["format_version"]),
+        "metric": str(header["metric"]),
+        "dim": int(header["dim"]),
+        "count": int(header["count"]),
+        "M": int(header["M"]),
+        "ef_construction": int(header["ef_construction"]),
+        "ef": int(header["ef"]),
+        "prefix_dim": int(header["prefix_dim"]) or None,
+        "has_rotation": bool(header["has_rotation"]),
+        "metadata": _parse_metadata(header["metadata_json"])["user"],
+    }
+
