@@ -67,9 +67,6 @@ class CandidatePool {
     return {entry.distance, entry.node};
   }
 
-  // Node that pop_unexpanded() would return next (call has_unexpanded() first).
-  NodeId peek_unexpanded() const { return entries_[cursor_].node; }
-
   // Live entries in ascending distance, at most `limit` of them.
   void live_results(std::size_t limit, std::vector<Neighbor>& out) const {
     out.clear();

@@ -289,8 +289,6 @@ void HnswGraph::search(const Space& space, std::size_t ef, const std::uint8_t* d
     const Neighbor current = pool.pop_unexpanded();
     const std::uint32_t* row = level0_row(current.node);
     const std::uint32_t count = row[0];
-    // The next node to expand is usually the current runner-up: start loading its links now.
-    if (pool.has_unexpanded()) __builtin_prefetch(level0_row(pool.peek_unexpanded()));
     // First pass: filter visited and issue prefetches for every new neighbour, so their rows
     // load in parallel; second pass computes the distances.
     std::uint32_t fresh = 0;
@@ -304,7 +302,11 @@ void HnswGraph::search(const Space& space, std::size_t ef, const std::uint8_t* d
     for (std::uint32_t i = 0; i < fresh; ++i) {
       const NodeId neighbour = fresh_nodes[i];
       const float distance = space.query(neighbour);
-      if (pool.admits(distance)) pool.insert(distance, neighbour, is_live(neighbour));
+      if (pool.admits(distance)) {
+        // Admitted nodes are the ones likely to be expanded: start loading their links.
+        __builtin_prefetch(level0_row(neighbour));
+        pool.insert(distance, neighbour, is_live(neighbour));
+      }
     }
   }
   pool.live_results(ef, results);

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from typing import Any, Union
@@ -392,7 +393,7 @@ class Index:
     @classmethod
     def load(cls, path: PathLike) -> Index:
         """Loads a saved index; CorruptIndexError names what is wrong with a bad file."""
-        core, metadata_json = _core.Index.load(os.fspath(path))
+        core, metadata_json = _core.Index.load(_existing_file(path))
         return cls(0, _core_index=core, _metadata=_parse_metadata(metadata_json)["user"])
 
     def __getstate__(self) -> dict[str, Any]:
@@ -401,6 +402,15 @@ class Index:
     def __setstate__(self, state: dict[str, Any]) -> None:
         core, metadata_json = _core.Index.from_bytes(state["index"])
         self.__init__(0, _core_index=core, _metadata=_parse_metadata(metadata_json)["user"])  # type: ignore[misc]
+
+
+def _existing_file(path: PathLike) -> str:
+    name = os.fspath(path)
+    if not os.path.exists(name):
+        raise FileNotFoundError(errno.ENOENT, "no such index file", name)
+    if os.path.isdir(name):
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not an index file", name)
+    return name
 
 
 def _parse_metadata(metadata_json: bytes) -> dict[str, Any]:
@@ -418,7 +428,7 @@ def _parse_metadata(metadata_json: bytes) -> dict[str, Any]:
 
 def read_metadata(path: PathLike) -> dict[str, Any]:
     """Header fields and user metadata of a saved index, without reading its payload."""
-    header = _core.read_header(os.fspath(path))
+    header = _core.read_header(_existing_file(path))
     return {
         "format_version": int(header["format_version"]),
         "metric": str(header["metric"]),
