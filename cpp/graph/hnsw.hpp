@@ -6,6 +6,7 @@
 //   void prefetch(NodeId n) const        hint that query(n) is coming
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cmath>
@@ -258,6 +259,22 @@ void HnswGraph::insert(NodeId node, const Space& space) {
     {
       std::lock_guard<std::mutex> guard(lock_of(node));
       std::uint32_t* row = links(node, level);
+      // Concurrent inserts may already have linked to this node at this level (it is reachable
+      // through its upper levels before this level is done): keep their links, re-selecting
+      // only if the row would overflow, or those nodes could become unreachable.
+      const std::size_t selected = candidates.size();
+      for (std::uint32_t i = 0; i < row[0]; ++i) {
+        const NodeId existing = row[1 + i];
+        const auto end = candidates.begin() + static_cast<std::ptrdiff_t>(selected);
+        if (std::none_of(candidates.begin(), end,
+                         [existing](const Neighbor& c) { return c.node == existing; })) {
+          candidates.push_back({space.query(existing), existing});
+        }
+      }
+      if (candidates.size() > max_degree(level)) {
+        std::sort(candidates.begin(), candidates.end(), closer);
+        select_neighbors(space, candidates, max_degree(level));
+      }
       for (std::size_t i = 0; i < candidates.size(); ++i) row[1 + i] = candidates[i].node;
       row[0] = static_cast<std::uint32_t>(candidates.size());
     }
