@@ -299,8 +299,8 @@ bool Index::add(const float* rows, std::size_t n, const std::int64_t* ids,
       assigned_ids[i] = id;
     }
   }
-  if (store_.node_count() + n > std::numeric_limits<NodeId>::max() - 1) {
-    throw InvalidArgument("vectors: the index cannot hold more than 2^32 - 2 nodes");
+  if (store_.node_count() + n > graph::kMaxNodes) {
+    throw InvalidArgument("vectors: the index cannot hold more than 2^30 - 1 vectors");
   }
 
   {

@@ -106,7 +106,7 @@ FileHeader decode_header(const unsigned char* in, std::size_t file_bytes) {
   if (h.M < 2 || h.M > 128) corrupt("M out of range");
   if (h.ef_construction < 1 || h.ef < 1 || h.ef > (1u << 30)) corrupt("ef out of range");
   if (h.prefix_dim >= h.dim && h.prefix_dim != 0) corrupt("prefix_dim out of range");
-  if (h.node_count > 0xFFFFFFFEull) corrupt("node count out of range");
+  if (h.node_count > graph::kMaxNodes) corrupt("node count out of range");
   if (h.live_count > h.node_count) corrupt("live count exceeds node count");
   if (h.next_label < 0) corrupt("next id is negative");
   if (h.max_level < -1 || h.max_level >= graph::kMaxLevel) corrupt("max level out of range");

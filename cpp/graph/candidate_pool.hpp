@@ -14,6 +14,9 @@
 
 namespace matry::graph {
 
+// Node ids stay below 2^30: the pool keeps two flags in the top bits.
+constexpr NodeId kMaxNodes = (1u << 30) - 1;
+
 struct Neighbor {
   float distance;
   NodeId node;
@@ -37,7 +40,7 @@ class CandidatePool {
 
   void insert(float distance, NodeId node, bool live) {
     if (!admits(distance)) return;
-    const Entry entry{distance, node, false, live};
+    const Entry entry{distance, node | (live ? kLiveBit : 0u)};
     const auto position = std::upper_bound(
         entries_.begin(), entries_.end(), distance,
         [](float d, const Entry& e) { return d < e.distance; });
@@ -47,24 +50,24 @@ class CandidatePool {
     if (!live) return;
     if (++live_count_ > live_capacity_) {
       // Drop the farthest live entry and any deleted entries behind the new last live one.
-      while (!entries_.back().live) entries_.pop_back();
+      while (!entries_.back().live()) entries_.pop_back();
       entries_.pop_back();
       --live_count_;
-      while (!entries_.empty() && !entries_.back().live) entries_.pop_back();
+      while (!entries_.empty() && !entries_.back().live()) entries_.pop_back();
     }
   }
 
   bool has_unexpanded() {
-    while (cursor_ < entries_.size() && entries_[cursor_].expanded) ++cursor_;
+    while (cursor_ < entries_.size() && entries_[cursor_].expanded()) ++cursor_;
     return cursor_ < entries_.size();
   }
 
   // Closest entry not yet expanded; call has_unexpanded() first.
   Neighbor pop_unexpanded() {
     Entry& entry = entries_[cursor_];
-    entry.expanded = true;
+    entry.tagged_node |= kExpandedBit;
     ++cursor_;
-    return {entry.distance, entry.node};
+    return {entry.distance, entry.node()};
   }
 
   // Live entries in ascending distance, at most `limit` of them.
@@ -72,16 +75,21 @@ class CandidatePool {
     out.clear();
     for (const Entry& entry : entries_) {
       if (out.size() >= limit) break;
-      if (entry.live) out.push_back({entry.distance, entry.node});
+      if (entry.live()) out.push_back({entry.distance, entry.node()});
     }
   }
 
  private:
+  // 8 bytes: the two flags ride in the top bits of the node id (nodes < 2^30), which keeps
+  // the array small for the memmove of each insert.
+  static constexpr NodeId kLiveBit = 1u << 31;
+  static constexpr NodeId kExpandedBit = 1u << 30;
   struct Entry {
     float distance;
-    NodeId node;
-    bool expanded;
-    bool live;
+    NodeId tagged_node;
+    NodeId node() const { return tagged_node & ~(kLiveBit | kExpandedBit); }
+    bool live() const { return (tagged_node & kLiveBit) != 0; }
+    bool expanded() const { return (tagged_node & kExpandedBit) != 0; }
   };
 
   std::vector<Entry> entries_;
