@@ -30,7 +30,27 @@ def simd_level() -> str:
 
 
 def _as_rows(values: ArrayLike, dim: int, argument: str) -> np.ndarray:
-    """Converts once to a C-contiguous float32 [n, dim] array, or raises ValueError."""
+    """Converts once to a C-contiguous float32 [n, dim] array, or raises ValueError.
+
+    NaN and inf are left to the core, which checks every row anyway and names the bad one.
+    """
+    if (
+        isinstance(values, np.ndarray)
+        and values.dtype == np.float32
+        and values.flags.c_contiguous
+        and values.ndim == 2
+        and values.shape[0] > 0
+        and values.shape[1] == dim
+    ):
+        return values  # the common case, kept cheap for one-query-per-call loops
+    if (
+        isinstance(values, np.ndarray)
+        and values.dtype == np.float32
+        and values.ndim == 1
+        and values.shape[0] == dim
+        and values.flags.c_contiguous
+    ):
+        return values.reshape(1, dim)
     try:
         array = np.asarray(values)
     except (ValueError, TypeError) as error:  # ragged lists and the like
@@ -48,12 +68,7 @@ def _as_rows(values: ArrayLike, dim: int, argument: str) -> np.ndarray:
             f"{argument}: expected {dim} columns (the index dim), got {array.shape[1]}"
         )
     with np.errstate(over="ignore", invalid="ignore"):
-        rows = np.ascontiguousarray(array, dtype=np.float32)
-    finite = np.isfinite(rows).all(axis=1)
-    if not finite.all():
-        bad = int(np.flatnonzero(~finite)[0])
-        raise ValueError(f"{argument}: row {bad} contains NaN or inf (or overflows float32)")
-    return rows
+        return np.ascontiguousarray(array, dtype=np.float32)
 
 
 def _as_ids(values: ArrayLike, argument: str = "ids") -> np.ndarray:
