@@ -28,8 +28,7 @@ std::size_t checked_rows(const FloatArray& rows, std::size_t dim, const char* ar
   }
   if (static_cast<std::size_t>(rows.shape(1)) != dim) {
     throw matry::InvalidArgument(std::string(argument) + ": expected " + std::to_string(dim) +
-                                 " columns (the index dim), got " +
-                                 std::to_string(rows.shape(1)));
+                                 " columns (the index dim), got " + std::to_string(rows.shape(1)));
   }
   return static_cast<std::size_t>(rows.shape(0));
 }
@@ -76,8 +75,7 @@ py::tuple loaded(std::unique_ptr<Index> index, const std::string& metadata) {
 PYBIND11_MODULE(_core, m) {
   m.doc() = "matry's C++ core (private: use matry.Index)";
 
-  static py::exception<matry::CorruptIndex> corrupt_error(m, "CorruptIndexError",
-                                                          PyExc_ValueError);
+  static py::exception<matry::CorruptIndex> corrupt_error(m, "CorruptIndexError", PyExc_ValueError);
   py::register_exception_translator([](std::exception_ptr error) {
     try {
       if (error) std::rethrow_exception(error);
@@ -177,8 +175,8 @@ PYBIND11_MODULE(_core, m) {
                 py::gil_scoped_acquire acquire;
                 return PyErr_CheckSignals() != 0;
               };
-              completed = ix.add(vectors.data(), n, id_data, num_threads, replace, interrupted,
-                                 assigned);
+              completed =
+                  ix.add(vectors.data(), n, id_data, num_threads, replace, interrupted, assigned);
             }
             if (!completed) throw py::error_already_set();
             return py::array_t<std::int64_t>(static_cast<py::ssize_t>(assigned.size()),
@@ -259,8 +257,7 @@ PYBIND11_MODULE(_core, m) {
       .def("ids",
            [](const Index& ix) {
              std::vector<std::int64_t> live = ix.ids();
-             return py::array_t<std::int64_t>(static_cast<py::ssize_t>(live.size()),
-                                              live.data());
+             return py::array_t<std::int64_t>(static_cast<py::ssize_t>(live.size()), live.data());
            })
       .def_property_readonly("rotation",
                              [](const Index& ix) -> py::object {
@@ -275,7 +272,8 @@ PYBIND11_MODULE(_core, m) {
           [](Index& ix, const std::optional<FloatArray>& rotation) {
             std::vector<float> values;
             if (rotation) {
-              if (rotation->ndim() != 2 || static_cast<std::size_t>(rotation->shape(0)) != ix.dim() ||
+              if (rotation->ndim() != 2 ||
+                  static_cast<std::size_t>(rotation->shape(0)) != ix.dim() ||
                   static_cast<std::size_t>(rotation->shape(1)) != ix.dim()) {
                 throw matry::InvalidArgument("rotation: expected a (dim, dim) matrix");
               }

@@ -31,13 +31,13 @@ std::uint32_t crc32(std::uint32_t crc, const void* data, std::size_t length) {
   const auto* bytes = static_cast<const unsigned char*>(data);
   crc = ~crc;
   while (length >= 8) {
-    const std::uint32_t low = crc ^ (static_cast<std::uint32_t>(bytes[0]) |
-                                     static_cast<std::uint32_t>(bytes[1]) << 8 |
-                                     static_cast<std::uint32_t>(bytes[2]) << 16 |
-                                     static_cast<std::uint32_t>(bytes[3]) << 24);
-    crc = tables[7][low & 0xFFu] ^ tables[6][(low >> 8) & 0xFFu] ^
-          tables[5][(low >> 16) & 0xFFu] ^ tables[4][low >> 24] ^ tables[3][bytes[4]] ^
-          tables[2][bytes[5]] ^ tables[1][bytes[6]] ^ tables[0][bytes[7]];
+    const std::uint32_t low =
+        crc ^
+        (static_cast<std::uint32_t>(bytes[0]) | static_cast<std::uint32_t>(bytes[1]) << 8 |
+         static_cast<std::uint32_t>(bytes[2]) << 16 | static_cast<std::uint32_t>(bytes[3]) << 24);
+    crc = tables[7][low & 0xFFu] ^ tables[6][(low >> 8) & 0xFFu] ^ tables[5][(low >> 16) & 0xFFu] ^
+          tables[4][low >> 24] ^ tables[3][bytes[4]] ^ tables[2][bytes[5]] ^ tables[1][bytes[6]] ^
+          tables[0][bytes[7]];
     bytes += 8;
     length -= 8;
   }

@@ -165,9 +165,8 @@ static IndexParams checked(IndexParams params) {
   }
   if (params.ef_construction < 1) throw InvalidArgument("ef_construction: must be >= 1");
   if (params.prefix_dim > params.dim) {
-    throw InvalidArgument("prefix_dim: must be between 1 and dim (" +
-                          std::to_string(params.dim) + "), got " +
-                          std::to_string(params.prefix_dim));
+    throw InvalidArgument("prefix_dim: must be between 1 and dim (" + std::to_string(params.dim) +
+                          "), got " + std::to_string(params.prefix_dim));
   }
   if (params.prefix_dim == params.dim) params.prefix_dim = 0;  // full width: the plain path
   return params;
@@ -180,7 +179,9 @@ Index::Index(const IndexParams& params)
       graph_(params_.M, params_.ef_construction) {}
 
 std::shared_lock<std::shared_mutex> Index::read_lock() const {
-  { std::lock_guard<std::mutex> pass(turnstile_); }
+  {
+    std::lock_guard<std::mutex> pass(turnstile_);
+  }
   return std::shared_lock<std::shared_mutex>(rw_mutex_);
 }
 
@@ -267,8 +268,8 @@ void Index::compute_prefix_norm(NodeId node) {
   prefix_inv_norms_[node] = inverse_norm(kernels_, store_.row(node), params_.prefix_dim);
 }
 
-bool Index::add(const float* rows, std::size_t n, const std::int64_t* ids,
-                std::size_t num_threads, bool replace, const std::function<bool()>& interrupted,
+bool Index::add(const float* rows, std::size_t n, const std::int64_t* ids, std::size_t num_threads,
+                bool replace, const std::function<bool()>& interrupted,
                 std::vector<std::int64_t>& assigned_ids) {
   if (n == 0) throw InvalidArgument("vectors: empty batch (0 rows)");
   std::lock_guard<std::mutex> writer(writer_mutex_);  // one writer at a time
@@ -352,8 +353,7 @@ bool Index::add(const float* rows, std::size_t n, const std::int64_t* ids,
         graph_.insert(node, PrefixL2Space{stored, dim, width, kernels_.l2sq, row});
       } else {
         graph_.insert(node, PrefixDotSpace{stored, dim, width, kernels_.dot,
-                                           prefix_inv_norms_.data(), row,
-                                           prefix_inv_norms_[node]});
+                                           prefix_inv_norms_.data(), row, prefix_inv_norms_[node]});
       }
     });
   }
@@ -393,8 +393,7 @@ void Index::search_one(const float* raw_query, const SearchOptions& options,
     }
   } else {
     if (params_.metric == Metric::l2) {
-      graph_.search(PrefixL2Space{rows, dim, width, kernels_.l2sq, query}, ef, deleted,
-                    candidates);
+      graph_.search(PrefixL2Space{rows, dim, width, kernels_.l2sq, query}, ef, deleted, candidates);
     } else {
       const float* table = width == params_.prefix_dim ? prefix_inv_norms_.data() : nullptr;
       graph_.search(PrefixDotSpace{rows, dim, width, kernels_.dot, table, query,
@@ -420,9 +419,8 @@ void Index::search(const float* queries, std::size_t n, const SearchOptions& opt
                    std::int64_t* out_ids, float* out_distances) const {
   if (options.k < 1) throw InvalidArgument("k: must be >= 1, got " + std::to_string(options.k));
   if (options.prefix_dim > params_.dim) {
-    throw InvalidArgument("prefix_dim: must be between 1 and dim (" +
-                          std::to_string(params_.dim) + "), got " +
-                          std::to_string(options.prefix_dim));
+    throw InvalidArgument("prefix_dim: must be between 1 and dim (" + std::to_string(params_.dim) +
+                          "), got " + std::to_string(options.prefix_dim));
   }
   if (options.rerank != 0 && options.rerank < options.k) {
     throw InvalidArgument("rerank: must be >= k (" + std::to_string(options.k) + "), got " +

@@ -28,8 +28,8 @@ struct IndexParams {
   std::uint32_t M = 16;
   std::uint32_t ef_construction = 200;
   std::uint64_t seed = 0;
-  std::size_t prefix_dim = 0;       // graph built on the first prefix_dim dims; 0 = full
-  bool require_unit_norm = true;    // metric "ip": reject rows whose norm is not 1 +- 1e-3
+  std::size_t prefix_dim = 0;     // graph built on the first prefix_dim dims; 0 = full
+  bool require_unit_norm = true;  // metric "ip": reject rows whose norm is not 1 +- 1e-3
 };
 
 // Per-call options of a search.

@@ -339,8 +339,8 @@ void Index::save(const std::string& path, const std::string& metadata) const {
   auto lock = read_lock();
   // Unique temporary name in the same directory, then an atomic rename over the target.
   static std::atomic<unsigned> counter{0};
-  const std::string temporary = path + ".tmp-" + std::to_string(::getpid()) + "-" +
-                                std::to_string(counter.fetch_add(1));
+  const std::string temporary =
+      path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter.fetch_add(1));
   {
     std::unique_ptr<std::FILE, FileCloser> file(std::fopen(temporary.c_str(), "wb"));
     if (!file) throw IoError("cannot open '" + temporary + "' for writing");

@@ -41,9 +41,8 @@ class CandidatePool {
   void insert(float distance, NodeId node, bool live) {
     if (!admits(distance)) return;
     const Entry entry{distance, node | (live ? kLiveBit : 0u)};
-    const auto position = std::upper_bound(
-        entries_.begin(), entries_.end(), distance,
-        [](float d, const Entry& e) { return d < e.distance; });
+    const auto position = std::upper_bound(entries_.begin(), entries_.end(), distance,
+                                           [](float d, const Entry& e) { return d < e.distance; });
     const std::size_t index = static_cast<std::size_t>(position - entries_.begin());
     entries_.insert(position, entry);
     if (index < cursor_) cursor_ = index;

@@ -88,16 +88,15 @@ class HnswGraph {
   NodeId greedy_descent(const Space& space, NodeId start, int from_level, int to_level,
                         bool locked) const;
   template <class Space>
-  void search_layer_for_insert(const Space& space, NodeId entry, int level,
-                               CandidatePool& pool, VisitedSet& visited) const;
+  void search_layer_for_insert(const Space& space, NodeId entry, int level, CandidatePool& pool,
+                               VisitedSet& visited) const;
   // The neighbour-selection heuristic (algorithm 4 without extension or pruned-keeping):
   // keep a candidate only if it is closer to the base than to every neighbour kept so far.
   template <class Space>
   void select_neighbors(const Space& space, std::vector<Neighbor>& candidates,
                         std::size_t max_count) const;
   template <class Space>
-  void link_back(const Space& space, NodeId neighbor, NodeId node, float distance,
-                 int level);
+  void link_back(const Space& space, NodeId neighbor, NodeId node, float distance, int level);
 
   std::uint32_t M_;
   std::uint32_t max_degree0_;

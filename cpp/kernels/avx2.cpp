@@ -22,7 +22,7 @@ inline float horizontal_sum(__m256 v) {
 // so the tail never reads past the end of a row.
 inline __m256i tail_mask(std::size_t count) {
   alignas(32) static const std::int32_t ramp[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
-                                                   0,  0,  0,  0,  0,  0,  0,  0};
+                                                    0,  0,  0,  0,  0,  0,  0,  0};
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ramp + 8 - count));
 }
 

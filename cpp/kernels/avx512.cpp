@@ -6,9 +6,7 @@
 namespace matry::kernels {
 namespace {
 
-inline __mmask16 tail_mask(std::size_t count) {
-  return static_cast<__mmask16>((1u << count) - 1u);
-}
+inline __mmask16 tail_mask(std::size_t count) { return static_cast<__mmask16>((1u << count) - 1u); }
 
 float dot_avx512(const float* a, const float* b, std::size_t n) {
   __m512 acc0 = _mm512_setzero_ps();
