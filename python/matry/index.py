@@ -350,9 +350,7 @@ class Index:
         if prefix_dim is not None:
             width = _positive_int(prefix_dim, "prefix_dim")
             if width > self.dim:
-                raise ValueError(
-                    f"prefix_dim: must be between 1 and dim ({self.dim}), got {width}"
-                )
+                raise ValueError(f"prefix_dim: must be between 1 and dim ({self.dim}), got {width}")
         rerank_value = 0
         if rerank is not None:
             rerank_value = _positive_int(rerank, "rerank")
@@ -456,4 +454,3 @@ def read_metadata(path: PathLike) -> dict[str, Any]:
         "has_rotation": bool(header["has_rotation"]),
         "metadata": _parse_metadata(header["metadata_json"])["user"],
     }
-

@@ -1,0 +1,300 @@
+"""The ``matry`` command: ``matry demo``, ``matry tune ...``, ``matry bench ...``."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import random
+import sys
+import sysconfig
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+DEMO_QUERIES = (
+    "read and write JSON files",
+    "compress data with gzip",
+    "parse command line arguments",
+    "generate a random number in a range",
+    "current date and time in a timezone",
+    "send an email message",
+)
+_SKIPPED_DIRS = {
+    "site-packages",
+    "dist-packages",
+    "test",
+    "tests",
+    "idlelib",
+    "lib2to3",
+    "turtledemo",
+    "ensurepip",
+    "__pycache__",
+    "__phello__",
+    "venv",
+}
+_MIN_DOC_CHARS = 24
+_MAX_DOC_CHARS = 400
+
+
+def _first_paragraph(docstring: str | None) -> str | None:
+    if not docstring:
+        return None
+    paragraph = docstring.strip().split("\n\n", 1)[0]
+    text = " ".join(paragraph.split())
+    if len(text) < _MIN_DOC_CHARS:
+        return None
+    return text[:_MAX_DOC_CHARS]
+
+
+def _stdlib_modules(stdlib: Path) -> list[tuple[str, Path]]:
+    """(module name, file) of the public pure-Python modules of the standard library."""
+    modules = []
+    for root, dirs, files in os.walk(stdlib):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_DIRS and not d.startswith("."))
+        for filename in sorted(files):
+            if not filename.endswith(".py"):
+                continue
+            path = Path(root) / filename
+            parts = list(path.relative_to(stdlib).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            if parts and not any(p.startswith("_") for p in parts):
+                modules.append((".".join(parts), path))
+    return modules
+
+
+def _docstrings_of_module(module: str, path: Path) -> Iterator[tuple[str, str]]:
+    """(qualified name, first docstring paragraph) of a module and its public classes and
+    functions, read with ``ast``: nothing is imported, so no import side effects run."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+        return
+    text = _first_paragraph(ast.get_docstring(tree))
+    if text:
+        yield module, text
+    yield from _docstrings_of_body(tree.body, module)
+
+
+def _docstrings_of_body(body: list[ast.stmt], prefix: str) -> Iterator[tuple[str, str]]:
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if node.name.startswith("_"):
+                continue
+            name = f"{prefix}.{node.name}"
+            text = _first_paragraph(ast.get_docstring(node))
+            if text:
+                yield name, text
+            if isinstance(node, ast.ClassDef):
+                yield from _docstrings_of_body(node.body, name)
+
+
+def _docstrings_from_objects() -> Iterator[tuple[str, str]]:
+    """Fallback for Pythons installed without .py sources: builtins and a few safe modules."""
+    import builtins
+    import collections
+    import itertools
+    import json
+    import math
+    import os.path
+    import string
+
+    for module in (builtins, collections, itertools, json, math, os.path, string, sys):
+        for attribute in sorted(dir(module)):
+            if attribute.startswith("_"):
+                continue
+            text = _first_paragraph(getattr(getattr(module, attribute, None), "__doc__", None))
+            if text:
+                yield f"{module.__name__}.{attribute}", text
+
+
+def stdlib_docstrings(count: int, seed: int = 0) -> list[tuple[str, str]]:
+    """Up to ``count`` (name, text) pairs from the standard library's docstrings, texts unique.
+
+    Modules are visited in a seeded random order (so a small sample still spreads over the
+    whole library, and only as many files are parsed as needed); the result is sorted by name.
+    """
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    modules = _stdlib_modules(stdlib) if stdlib.is_dir() else []
+    random.Random(seed).shuffle(modules)
+    seen: set[str] = set()
+    pairs: list[tuple[str, str]] = []
+
+    def take(found: Iterator[tuple[str, str]], limit: int) -> None:
+        taken = 0
+        for name, text in found:
+            if len(pairs) >= count or taken >= limit:
+                return
+            if text not in seen:
+                seen.add(text)
+                pairs.append((name, text))
+                taken += 1
+
+    # a few texts per module first, so that the sample covers many modules
+    per_module = max(2, -(-count // 150))
+    for limit in (per_module, count):
+        for module, path in modules:
+            if len(pairs) >= count:
+                break
+            take(_docstrings_of_module(module, path), limit)
+    if len(pairs) < count:
+        take(_docstrings_from_objects(), count)
+    return sorted(pairs)
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def run_demo(count: int, queries: Sequence[str], k: int, threads: int | None) -> int:
+    from .collection import Collection
+    from .encoder import Encoder
+
+    started = time.perf_counter()
+    pairs = stdlib_docstrings(count)
+    gathered = time.perf_counter() - started
+    print(
+        f"matry demo: {len(pairs)} docstrings from the Python {sys.version.split()[0]} "
+        f"standard library ({gathered:.2f} s to read)"
+    )
+    if not pairs:
+        print("no docstrings found", file=sys.stderr)
+        return 1
+
+    started = time.perf_counter()
+    encoder = Encoder(num_threads=threads)
+    loaded = time.perf_counter() - started
+    print(
+        f"encoder: {encoder.name}, {encoder.dim}-d ({loaded:.2f} s to load), "
+        f"fingerprint {encoder.fingerprint}"
+    )
+
+    collection = Collection(encoder)
+    texts = [text for _, text in pairs]
+    started = time.perf_counter()
+    vectors = encoder.encode(texts, input_type="document")
+    encode_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    collection.add_vectors(
+        vectors, encoder.fingerprint, texts=texts, metadata=[{"name": name} for name, _ in pairs]
+    )
+    build_seconds = time.perf_counter() - started
+    print(
+        f"encode: {len(texts)} texts in {encode_seconds:.2f} s "
+        f"({len(texts) / max(encode_seconds, 1e-9):.0f} texts/s)"
+    )
+    print(f"index build: {build_seconds * 1000:.1f} ms (HNSW, cosine)")
+
+    for query in queries:
+        started = time.perf_counter()
+        query_vector = encoder.encode(query, input_type="query")
+        encoded = time.perf_counter()
+        hits = collection.search_vectors(query_vector[0], encoder.fingerprint, k=k)
+        searched = time.perf_counter()
+        print(
+            f"\nquery: {query!r}  (encode {(encoded - started) * 1000:.1f} ms, "
+            f"search {(searched - encoded) * 1000:.2f} ms)"
+        )
+        for hit in hits:
+            name = (hit.metadata or {}).get("name", "?")
+            print(f"  {hit.score:.3f}  {name}: {_shorten(hit.text or '', 90)}")
+    return 0
+
+
+def _run_tune(argv: list[str]) -> int:
+    from .tune import cli_main
+
+    return int(cli_main(argv))
+
+
+def _run_bench(argv: list[str]) -> int:
+    try:
+        from bench.__main__ import main as bench_main
+    except ImportError as error:
+        print(
+            "matry bench: the benchmark suite is not importable here "
+            f"({error}). It lives in the bench/ directory of the matry source repository: "
+            "run `matry bench ...` (or `python -m bench ...`) from the root of a checkout, "
+            "with the bench extra installed (pip install 'matry[bench]').",
+            file=sys.stderr,
+        )
+        return 2
+    return int(bench_main(argv) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="matry",
+        description="matry: HNSW search for embeddings that keeps the embedding contract",
+    )
+    parser.add_argument("--version", action="version", version=f"matry {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="command")
+    demo = commands.add_parser(
+        "demo",
+        help="search the standard library's docstrings with the bundled encoder",
+        description="Builds a collection from docstrings of the Python standard library with "
+        "the bundled all-MiniLM-L6-v2 encoder, runs a few queries and prints the hits.",
+    )
+    demo.add_argument(
+        "--count",
+        type=_positive_int,
+        default=2000,
+        help="number of docstrings to index (default 2000)",
+    )
+    demo.add_argument(
+        "--query",
+        "-q",
+        action="append",
+        dest="queries",
+        metavar="TEXT",
+        help="a query (repeatable; default: a few built-in queries)",
+    )
+    demo.add_argument("-k", type=_positive_int, default=3, help="hits per query (default 3)")
+    demo.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="encoder threads (default: onnxruntime's choice)",
+    )
+    commands.add_parser(
+        "tune", help="tune ef / M to a recall target (see matry tune --help)", add_help=False
+    )
+    commands.add_parser(
+        "bench", help="side-by-side benchmarks (from a source checkout)", add_help=False
+    )
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    # tune and bench own their arguments: hand everything after the command over untouched
+    if arguments and arguments[0] == "tune":
+        return _run_tune(arguments[1:])
+    if arguments and arguments[0] == "bench":
+        return _run_bench(arguments[1:])
+    parser = build_parser()
+    options = parser.parse_args(arguments)
+    if options.command == "demo":
+        try:
+            return run_demo(
+                options.count, options.queries or DEMO_QUERIES, options.k, options.threads
+            )
+        except ImportError as error:
+            print(f"matry demo: {error}", file=sys.stderr)
+            return 1
+    parser.print_help()
+    return 0 if not arguments else 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
