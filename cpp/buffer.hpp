@@ -9,6 +9,10 @@
 #include <new>
 #include <type_traits>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 namespace matry {
 
 template <class T>
@@ -25,9 +29,17 @@ class AlignedBuffer {
   // Grows to hold `capacity` elements, keeping the first `used` of them.
   void grow(std::size_t capacity, std::size_t used) {
     if (capacity <= capacity_) return;
-    const std::size_t bytes = round_up(capacity * sizeof(T));
-    Storage fresh(static_cast<T*>(std::aligned_alloc(kAlignment, bytes)));
+    const std::size_t wanted = capacity * sizeof(T);
+    // Large arrays (vectors, links) are read at random by every search: on 2 MiB pages the
+    // TLB covers them, which 4 KiB pages cannot. Linux only backs them so when asked.
+    const bool huge = wanted >= kHugePage;
+    const std::size_t alignment = huge ? kHugePage : kAlignment;
+    const std::size_t bytes = round_up(wanted, alignment);
+    Storage fresh(static_cast<T*>(std::aligned_alloc(alignment, bytes)));
     if (!fresh) throw std::bad_alloc();
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (huge) madvise(fresh.get(), bytes, MADV_HUGEPAGE);  // a hint: failure changes nothing
+#endif
     if (used > 0) std::memcpy(fresh.get(), data_.get(), std::min(used, capacity_) * sizeof(T));
     data_ = std::move(fresh);
     capacity_ = capacity;
@@ -35,8 +47,9 @@ class AlignedBuffer {
 
  private:
   static constexpr std::size_t kAlignment = 64;
-  static std::size_t round_up(std::size_t bytes) {
-    return std::max<std::size_t>(kAlignment, (bytes + kAlignment - 1) / kAlignment * kAlignment);
+  static constexpr std::size_t kHugePage = std::size_t{2} << 20;
+  static std::size_t round_up(std::size_t bytes, std::size_t alignment) {
+    return std::max<std::size_t>(alignment, (bytes + alignment - 1) / alignment * alignment);
   }
   struct FreeDeleter {
     void operator()(T* p) const { std::free(p); }
