@@ -24,9 +24,12 @@ constexpr std::size_t kAddChunk = 2048;  // rows inserted per write-lock hold
 
 // Prefetch the bytes of a row that the next distance will read, several lines at once.
 inline void prefetch_row(const float* row, std::size_t floats) {
-  const char* bytes = reinterpret_cast<const char*>(row);
-  const std::size_t length = floats * sizeof(float);
-  for (std::size_t offset = 0; offset < length; offset += 64) __builtin_prefetch(bytes + offset);
+  // Every cache line the row touches, including a last one it only enters partly.
+  const std::uintptr_t first = reinterpret_cast<std::uintptr_t>(row) & ~std::uintptr_t{63};
+  const std::uintptr_t end = reinterpret_cast<std::uintptr_t>(row + floats);
+  for (std::uintptr_t line = first; line < end; line += 64) {
+    __builtin_prefetch(reinterpret_cast<const void*>(line));
+  }
 }
 
 // Spaces bind a query to the store's rows; the graph sees node ids only.
@@ -375,8 +378,14 @@ float Index::full_distance(const float* query, NodeId node) const {
   return 1.0f - kernels_.dot(query, row, params_.dim);
 }
 
-void Index::search_one(const float* raw_query, const SearchOptions& options,
-                       std::vector<float>& scratch, std::vector<graph::Neighbor>& candidates,
+// Per-thread buffers of a batch search, borrowed once per thread.
+struct Index::QueryScratch {
+  graph::LendingPool<graph::SearchScratch>::Lease graph;
+  std::vector<float> query;
+  std::vector<graph::Neighbor> candidates;
+};
+
+void Index::search_one(const float* raw_query, const SearchOptions& options, QueryScratch& scratch,
                        std::int64_t* out_ids, float* out_distances) const {
   const std::size_t dim = params_.dim;
   const std::size_t k = options.k;
@@ -384,9 +393,11 @@ void Index::search_one(const float* raw_query, const SearchOptions& options,
   std::fill(out_distances, out_distances + k, std::numeric_limits<float>::infinity());
   if (store_.live_count() == 0) return;
 
-  scratch.resize(dim);
-  prepare_row(raw_query, scratch.data());
-  const float* query = scratch.data();
+  scratch.query.resize(dim);
+  prepare_row(raw_query, scratch.query.data());
+  const float* query = scratch.query.data();
+  graph::SearchScratch& graph_scratch = *scratch.graph;
+  std::vector<graph::Neighbor>& candidates = scratch.candidates;
   const std::uint8_t* deleted = store_.has_deleted() ? store_.deleted_flags() : nullptr;
   const float* rows = store_.rows();
 
@@ -396,18 +407,21 @@ void Index::search_one(const float* raw_query, const SearchOptions& options,
 
   if (width == 0) {
     if (params_.metric == Metric::l2) {
-      graph_.search(L2Space{rows, dim, kernels_.l2sq, query}, ef, deleted, candidates);
+      graph_.search(L2Space{rows, dim, kernels_.l2sq, query}, ef, deleted, graph_scratch,
+                    candidates);
     } else {
-      graph_.search(DotSpace{rows, dim, kernels_.dot, query}, ef, deleted, candidates);
+      graph_.search(DotSpace{rows, dim, kernels_.dot, query}, ef, deleted, graph_scratch,
+                    candidates);
     }
   } else {
     if (params_.metric == Metric::l2) {
-      graph_.search(PrefixL2Space{rows, dim, width, kernels_.l2sq, query}, ef, deleted, candidates);
+      graph_.search(PrefixL2Space{rows, dim, width, kernels_.l2sq, query}, ef, deleted,
+                    graph_scratch, candidates);
     } else {
       const float* table = width == params_.prefix_dim ? prefix_inv_norms_.data() : nullptr;
       graph_.search(PrefixDotSpace{rows, dim, width, kernels_.dot, table, query,
                                    inverse_norm(kernels_, query, width)},
-                    ef, deleted, candidates);
+                    ef, deleted, graph_scratch, candidates);
     }
     // Rerank the best `rerank` traversal candidates on the full vector.
     const std::size_t rerank = options.rerank != 0 ? options.rerank : ef;
@@ -438,19 +452,12 @@ void Index::search(const float* queries, std::size_t n, const SearchOptions& opt
   validate_rows(queries, n, "queries");
   auto lock = read_lock();
   const std::size_t k = options.k;
-  if (n == 1 || resolve_threads(options.num_threads, n) == 1) {
-    std::vector<float> scratch;
-    std::vector<graph::Neighbor> candidates;
-    for (std::size_t i = 0; i < n; ++i) {
-      search_one(queries + i * params_.dim, options, scratch, candidates, out_ids + i * k,
-                 out_distances + i * k);
-    }
-    return;
-  }
-  parallel_for(n, options.num_threads, [&](std::size_t i, std::size_t) {
-    thread_local std::vector<float> scratch;
-    thread_local std::vector<graph::Neighbor> candidates;
-    search_one(queries + i * params_.dim, options, scratch, candidates, out_ids + i * k,
+  const std::size_t threads = resolve_threads(options.num_threads, n);
+  std::vector<QueryScratch> scratch;
+  scratch.reserve(threads);
+  for (std::size_t t = 0; t < threads; ++t) scratch.push_back({graph_.borrow_scratch(), {}, {}});
+  parallel_for(n, threads, [&](std::size_t i, std::size_t worker) {
+    search_one(queries + i * params_.dim, options, scratch[worker], out_ids + i * k,
                out_distances + i * k);
   });
 }

@@ -90,9 +90,9 @@ class Index {
   void validate_rows(const float* rows, std::size_t n, const char* argument) const;
   void prepare_row(const float* in, float* out) const;
   void compute_prefix_norm(NodeId node);
-  void search_one(const float* query, const SearchOptions& options, std::vector<float>& scratch,
-                  std::vector<graph::Neighbor>& candidates, std::int64_t* out_ids,
-                  float* out_distances) const;
+  struct QueryScratch;
+  void search_one(const float* query, const SearchOptions& options, QueryScratch& scratch,
+                  std::int64_t* out_ids, float* out_distances) const;
   float full_distance(const float* query, NodeId node) const;
 
   // Lock order: writer_mutex_ (serializes writers), then turnstile_ + rw_mutex_. Readers pass

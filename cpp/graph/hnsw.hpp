@@ -23,6 +23,13 @@ namespace matry::graph {
 
 constexpr int kMaxLevel = 64;
 
+// What one search needs besides the graph: reused across the queries of a batch, so a search
+// allocates nothing and touches no thread-local storage.
+struct SearchScratch {
+  VisitedSet visited;
+  CandidatePool pool;
+};
+
 class HnswGraph {
  public:
   HnswGraph(std::uint32_t M, std::uint32_t ef_construction);
@@ -52,7 +59,10 @@ class HnswGraph {
   // `deleted` is given. Greedy descent through the upper layers, beam search on layer 0.
   template <class Space>
   void search(const Space& space, std::size_t ef, const std::uint8_t* deleted,
-              std::vector<Neighbor>& results) const;
+              SearchScratch& scratch, std::vector<Neighbor>& results) const;
+
+  // Scratch for search(), reused: borrow one per thread for a batch of queries.
+  LendingPool<SearchScratch>::Lease borrow_scratch() const { return scratch_pool_.borrow(); }
 
   // Raw link access (serialization and validation).
   const std::uint32_t* level0_row(NodeId node) const {
@@ -114,7 +124,7 @@ class HnswGraph {
 
   // Striped locks guard link rows during parallel inserts; a thread holds one at a time.
   mutable std::array<std::mutex, 1024> link_locks_;
-  mutable VisitedPool visited_pool_;
+  mutable LendingPool<SearchScratch> scratch_pool_;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -245,8 +255,9 @@ void HnswGraph::insert(NodeId node, const Space& space) {
   if (node_level <= top_level) entry_guard.unlock();
 
   NodeId current = greedy_descent(space, entry, top_level, node_level, /*locked=*/true);
-  auto visited = visited_pool_.borrow(node_count_);
-  CandidatePool pool;
+  auto scratch = scratch_pool_.borrow();
+  VisitedSet* const visited = &scratch->visited;
+  CandidatePool& pool = scratch->pool;
   std::vector<Neighbor> candidates;
   for (int level = std::min(node_level, top_level); level >= 0; --level) {
     visited->begin(node_count_);
@@ -289,13 +300,14 @@ void HnswGraph::insert(NodeId node, const Space& space) {
 
 template <class Space>
 void HnswGraph::search(const Space& space, std::size_t ef, const std::uint8_t* deleted,
-                       std::vector<Neighbor>& results) const {
+                       SearchScratch& scratch, std::vector<Neighbor>& results) const {
   results.clear();
   if (max_level_ < 0) return;
   const NodeId start = greedy_descent(space, entry_point_, max_level_, 0, /*locked=*/false);
 
-  auto visited = visited_pool_.borrow(node_count_);
-  thread_local CandidatePool pool;
+  VisitedSet* const visited = &scratch.visited;
+  visited->begin(node_count_);
+  CandidatePool& pool = scratch.pool;
   pool.reset(ef);
   const auto is_live = [deleted](NodeId n) { return deleted == nullptr || deleted[n] == 0; };
   visited->test_and_set(start);

@@ -34,45 +34,50 @@ class VisitedSet {
   std::uint16_t epoch_ = 0;
 };
 
-class VisitedPool {
+// Lends out reusable objects (visited sets, search scratch) so that a search or insert does
+// not allocate: each borrower gets one to itself, returned to the pool when its lease ends.
+template <class T>
+class LendingPool {
  public:
-  // Borrowed set, returned to the pool when the lease ends.
   class Lease {
    public:
-    Lease(VisitedPool& pool, std::unique_ptr<VisitedSet> set) : pool_(pool), set_(std::move(set)) {}
+    Lease(LendingPool& pool, std::unique_ptr<T> item) : pool_(&pool), item_(std::move(item)) {}
+    Lease(Lease&& other) noexcept = default;
+    Lease& operator=(Lease&&) = delete;
     Lease(const Lease&) = delete;
     Lease& operator=(const Lease&) = delete;
-    ~Lease() { pool_.give_back(std::move(set_)); }
-    VisitedSet& operator*() { return *set_; }
-    VisitedSet* operator->() { return set_.get(); }
+    ~Lease() {
+      if (item_) pool_->give_back(std::move(item_));
+    }
+    T& operator*() { return *item_; }
+    T* operator->() { return item_.get(); }
 
    private:
-    VisitedPool& pool_;
-    std::unique_ptr<VisitedSet> set_;
+    LendingPool* pool_;
+    std::unique_ptr<T> item_;
   };
 
-  Lease borrow(std::size_t node_count) {
-    std::unique_ptr<VisitedSet> set;
+  Lease borrow() {
+    std::unique_ptr<T> item;
     {
       std::lock_guard<std::mutex> guard(mutex_);
       if (!free_.empty()) {
-        set = std::move(free_.back());
+        item = std::move(free_.back());
         free_.pop_back();
       }
     }
-    if (!set) set = std::make_unique<VisitedSet>();
-    set->begin(node_count);
-    return Lease(*this, std::move(set));
+    if (!item) item = std::make_unique<T>();
+    return Lease(*this, std::move(item));
   }
 
  private:
-  void give_back(std::unique_ptr<VisitedSet> set) {
+  void give_back(std::unique_ptr<T> item) {
     std::lock_guard<std::mutex> guard(mutex_);
-    free_.push_back(std::move(set));
+    free_.push_back(std::move(item));
   }
 
   std::mutex mutex_;
-  std::vector<std::unique_ptr<VisitedSet>> free_;
+  std::vector<std::unique_ptr<T>> free_;
 };
 
 }  // namespace matry::graph
