@@ -1,16 +1,22 @@
 // Uninitialized, 64-byte aligned, growable array of trivially copyable T. Growth copies only the
 // used prefix, so pages beyond it are never touched (they do not count towards RSS).
+//
+// Large arrays (the vectors and the links, read at random by every search) live in their own
+// anonymous mapping on Linux: they ask for transparent huge pages, so the TLB covers them, and
+// they grow with mremap, which moves page tables instead of copying bytes, so an index never
+// holds two copies of its vectors while it grows.
 #pragma once
 
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
-#include <memory>
 #include <new>
 #include <type_traits>
+#include <utility>
 
 #if defined(__linux__)
 #include <sys/mman.h>
+#define MATRY_MAPPED_BUFFERS 1
 #endif
 
 namespace matry {
@@ -21,43 +27,98 @@ class AlignedBuffer {
 
  public:
   AlignedBuffer() = default;
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+  AlignedBuffer(AlignedBuffer&& other) noexcept { swap(other); }
+  AlignedBuffer& operator=(AlignedBuffer&& other) noexcept {
+    AlignedBuffer(std::move(other)).swap(*this);
+    return *this;
+  }
+  ~AlignedBuffer() { release(); }
 
-  T* data() { return data_.get(); }
-  const T* data() const { return data_.get(); }
+  T* data() { return data_; }
+  const T* data() const { return data_; }
   std::size_t capacity() const { return capacity_; }
 
   // Grows to hold `capacity` elements, keeping the first `used` of them.
   void grow(std::size_t capacity, std::size_t used) {
     if (capacity <= capacity_) return;
+    used = std::min(used, capacity_);
     const std::size_t wanted = capacity * sizeof(T);
-    // Large arrays (vectors, links) are read at random by every search: on 2 MiB pages the
-    // TLB covers them, which 4 KiB pages cannot. Linux only backs them so when asked.
-    const bool huge = wanted >= kHugePage;
-    const std::size_t alignment = huge ? kHugePage : kAlignment;
-    const std::size_t bytes = round_up(wanted, alignment);
-    Storage fresh(static_cast<T*>(std::aligned_alloc(alignment, bytes)));
-    if (!fresh) throw std::bad_alloc();
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    if (huge) madvise(fresh.get(), bytes, MADV_HUGEPAGE);  // a hint: failure changes nothing
+#if defined(MATRY_MAPPED_BUFFERS)
+    if (wanted >= kMappedMinimum) {
+      grow_mapped(round_up(wanted, kPage), used);
+      capacity_ = capacity;
+      return;
+    }
 #endif
-    if (used > 0) std::memcpy(fresh.get(), data_.get(), std::min(used, capacity_) * sizeof(T));
-    data_ = std::move(fresh);
+    const std::size_t bytes = round_up(wanted, kAlignment);
+    T* fresh = static_cast<T*>(std::aligned_alloc(kAlignment, bytes));
+    if (fresh == nullptr) throw std::bad_alloc();
+    if (used > 0) std::memcpy(fresh, data_, used * sizeof(T));
+    release();
+    data_ = fresh;
+    bytes_ = bytes;
     capacity_ = capacity;
   }
 
  private:
   static constexpr std::size_t kAlignment = 64;
-  static constexpr std::size_t kHugePage = std::size_t{2} << 20;
+  static constexpr std::size_t kPage = 4096;
+  static constexpr std::size_t kMappedMinimum = std::size_t{2} << 20;  // one huge page
+
   static std::size_t round_up(std::size_t bytes, std::size_t alignment) {
     return std::max<std::size_t>(alignment, (bytes + alignment - 1) / alignment * alignment);
   }
-  struct FreeDeleter {
-    void operator()(T* p) const { std::free(p); }
-  };
-  using Storage = std::unique_ptr<T, FreeDeleter>;
 
-  Storage data_;
+  void swap(AlignedBuffer& other) noexcept {
+    std::swap(data_, other.data_);
+    std::swap(capacity_, other.capacity_);
+    std::swap(bytes_, other.bytes_);
+    std::swap(mapped_, other.mapped_);
+  }
+
+  void release() noexcept {
+    if (data_ == nullptr) return;
+#if defined(MATRY_MAPPED_BUFFERS)
+    if (mapped_) {
+      munmap(data_, bytes_);
+    } else {
+      std::free(data_);
+    }
+#else
+    std::free(data_);
+#endif
+    data_ = nullptr;
+    bytes_ = 0;
+    mapped_ = false;
+  }
+
+#if defined(MATRY_MAPPED_BUFFERS)
+  void grow_mapped(std::size_t bytes, std::size_t used) {
+    void* fresh = nullptr;
+    if (mapped_) {
+      fresh = mremap(data_, bytes_, bytes, MREMAP_MAYMOVE);
+      if (fresh == MAP_FAILED) throw std::bad_alloc();
+    } else {
+      fresh = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (fresh == MAP_FAILED) throw std::bad_alloc();
+      if (used > 0) std::memcpy(fresh, data_, used * sizeof(T));
+      release();
+    }
+#if defined(MADV_HUGEPAGE)
+    madvise(fresh, bytes, MADV_HUGEPAGE);  // a hint: failure changes nothing
+#endif
+    data_ = static_cast<T*>(fresh);
+    bytes_ = bytes;
+    mapped_ = true;
+  }
+#endif
+
+  T* data_ = nullptr;
   std::size_t capacity_ = 0;
+  std::size_t bytes_ = 0;
+  bool mapped_ = false;
 };
 
 }  // namespace matry

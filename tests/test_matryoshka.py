@@ -253,6 +253,36 @@ def test_rerank_larger_than_ef_widens_the_beam(clustered: tuple[np.ndarray, np.n
 # ---------------------------------------------------------------- bad input
 
 
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("reload", [False, True])
+def test_exhaustive_prefix_traversal_ranks_by_the_prefix_formula(metric: str, reload: bool) -> None:
+    # ef >= n makes the beam hold every node, and rerank = k keeps the k best by traversal
+    # distance: their ids must be the k best by the documented prefix formula, for the index's
+    # own prefix (norm table, rebuilt on load) and for a per-query width (norms on the fly).
+    rng = np.random.default_rng(31)
+    n, dim, own_width, other_width = 150, 24, 8, 12
+    vectors = prepare_for_metric(metric, rng.standard_normal((n, dim)))
+    queries = prepare_for_metric(metric, rng.standard_normal((20, dim)))
+    ix = _build(vectors, metric, prefix_dim=own_width)
+    ix.remove([3, 77])
+    if reload:
+        ix = pickle.loads(pickle.dumps(ix))
+    stored = stored_form(metric, vectors)
+    live = np.array([i for i in range(n) if i not in (3, 77)])
+    for width in (own_width, other_width):
+        ids, distances = ix.search(queries, k=K, ef=n, prefix_dim=width, rerank=K)
+        reference = _prefix_distances(metric, queries, stored[live], width)
+        expected = live[np.argsort(reference, axis=1, kind="stable")[:, :K]]
+        for row in range(len(queries)):
+            assert set(ids[row].tolist()) == set(expected[row].tolist()), (width, row)
+        # Returned distances are the full-dimension ones, sorted.
+        full = exact_distances(metric, queries, stored)
+        np.testing.assert_allclose(
+            distances, np.take_along_axis(full, ids, axis=1), rtol=1e-4, atol=1e-4
+        )
+        assert np.all(np.diff(distances, axis=1) >= 0)
+
+
 def test_bad_prefix_dim_in_the_constructor_raises_value_error() -> None:
     for prefix_dim in (0, -3, 17):
         with pytest.raises(ValueError, match="prefix_dim"):
