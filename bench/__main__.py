@@ -12,6 +12,7 @@ Examples (from the repository root)::
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -226,10 +227,11 @@ def _kernels(out: Path) -> int:
                 "--benchmark-only",
                 f"--benchmark-json={json_path}",
                 "--benchmark-warmup=on",
-                "--benchmark-warmup-iterations=20000",
+                "--benchmark-warmup-iterations=10",
                 "-q",
             ],
             cwd=str(runner.REPO_ROOT),
+            env=dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1"),
             check=False,
         )
         if completed.returncode != 0 or not json_path.exists():

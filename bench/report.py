@@ -351,50 +351,32 @@ def write_report(results_dir: Path, points: Sequence[Point], timer: str = "wall"
 
 
 def kernel_table(benchmark_json: Path) -> str:
-    """Markdown tables of ns per call from a pytest-benchmark JSON file.
+    """Markdown table of nanoseconds per dot product from a pytest-benchmark JSON file.
 
-    Rows are dimensions, columns the kernels (ISA levels and numpy). The dimension-1 row is
-    mostly the cost of crossing from Python into the kernel; the second table subtracts it
-    (fastest call at the dimension minus fastest call at dimension 1, same kernel).
+    Rows are dimensions, columns the kernels (ISA levels and numpy): the median time of one
+    call divided by the rows it computes (``extra_info["rows"]``).
     """
     data = json.loads(Path(benchmark_json).read_text())
-    medians: dict[tuple[int, str], float] = {}
-    minimums: dict[tuple[int, str], float] = {}
+    per_dot: dict[tuple[int, str], float] = {}
     for entry in data["benchmarks"]:
         params = entry.get("params") or {}
-        key = (int(params["dim"]), str(params["kernel"]))
-        medians[key] = entry["stats"]["median"] * 1e9
-        minimums[key] = entry["stats"]["min"] * 1e9
-    kernels = sorted({kernel for _, kernel in medians}, key=_kernel_order)
-    dims = sorted({dim for dim, _ in medians})
-    header = ["| dim | " + " | ".join(kernels) + " |", "|---" * (len(kernels) + 1) + "|"]
-    per_call = list(header)
-    for dim in [dim for dim in dims if dim != 1] + ([1] if 1 in dims else []):
+        rows = int(entry.get("extra_info", {}).get("rows", 1))
+        per_dot[(int(params["dim"]), str(params["kernel"]))] = entry["stats"]["median"] * 1e9 / rows
+    kernels = sorted({kernel for _, kernel in per_dot}, key=_kernel_order)
+    dims = sorted({dim for dim, _ in per_dot})
+    lines = ["| dim | " + " | ".join(kernels) + " |", "|---" * (len(kernels) + 1) + "|"]
+    for dim in dims:
         cells = [
-            f"{medians[(dim, kernel)]:,.0f}" if (dim, kernel) in medians else "-"
+            f"{per_dot[(dim, kernel)]:,.1f}" if (dim, kernel) in per_dot else "-"
             for kernel in kernels
         ]
-        name = "1 (call overhead)" if dim == 1 else str(dim)
-        per_call.append(f"| {name} | " + " | ".join(cells) + " |")
-    net = list(header)
-    for dim in [dim for dim in dims if dim != 1]:
-        cells = []
-        for kernel in kernels:
-            if (dim, kernel) in minimums and (1, kernel) in minimums:
-                cells.append(f"{max(0.0, minimums[(dim, kernel)] - minimums[(1, kernel)]):,.0f}")
-            else:
-                cells.append("-")
-        net.append(f"| {dim} | " + " | ".join(cells) + " |")
+        lines.append(f"| {dim} | " + " | ".join(cells) + " |")
     machine = data.get("machine_info", {})
     cpu = machine.get("cpu", {}).get("brand_raw") or machine.get("processor", "")
     return (
-        "Median nanoseconds per dot-product call (float32), Python call included"
-        + (f"; {cpu}" if cpu else "")
-        + ".\n\n"
-        + "\n".join(per_call)
-        + "\n\nThe same without the call: fastest call at the dimension minus fastest call at "
-        "dimension 1 (same kernel), in nanoseconds; coarse, since the call costs far more than "
-        "the product.\n\n" + "\n".join(net) + "\n"
+        "pytest-benchmark: median nanoseconds per float32 dot product, `rows @ query` over a "
+        "1 MiB block of rows per call (matry: `_core.dot_rows` with the level forced; numpy: "
+        "BLAS sgemv, one thread)" + (f"; {cpu}" if cpu else "") + ".\n\n" + "\n".join(lines) + "\n"
     )
 
 

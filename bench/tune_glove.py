@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     markdown = report.to_markdown()
     context = (
         f"\n\nmatry {matry.__version__} ({matry.simd_level()}), {platform.processor() or 'cpu'}, "
-        f"{os.cpu_count()} cores; load average at the end {os.getloadavg()}; "
+        f"{os.cpu_count()} cores; load average at the end "
+        f"{', '.join(f'{value:.1f}' for value in os.getloadavg())}; "
         f"total {minutes:.1f} min.\n"
     )
     (args.out / "report.md").write_text(markdown + context)

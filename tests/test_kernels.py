@@ -211,3 +211,21 @@ def test_forcing_an_unavailable_level_falls_back_to_the_best_supported(tmp_path:
             "import matry; print(matry.simd_level())", {"MATRY_SIMD": level}, str(tmp_path)
         )
         assert output.strip().splitlines()[-1] == best, level
+
+
+@pytest.mark.parametrize("level", COMPILED_LEVELS)
+def test_dot_rows_matches_the_reference_and_checks_shapes(level: str) -> None:
+    # The kernel micro-benchmark (bench/test_kernels.py) times dot_rows: it must be the kernel.
+    require_supported(level)
+    rng = np.random.default_rng(11)
+    rows = rng.standard_normal((37, 77)).astype(np.float32)
+    query = rng.standard_normal(77).astype(np.float32)
+    products = _core.dot_rows(query, rows, level=level)
+    expected = rows.astype(np.float64) @ query.astype(np.float64)
+    scale = 1.0 + np.abs(rows).astype(np.float64) @ np.abs(query).astype(np.float64)
+    assert products.dtype == np.float32 and products.shape == (37,)
+    assert np.all(np.abs(products - expected) <= 1e-5 * scale)
+    with pytest.raises(ValueError, match="query, rows"):
+        _core.dot_rows(query[:-1], rows, level=level)
+    with pytest.raises(ValueError, match="query, rows"):
+        _core.dot_rows(rows, rows, level=level)
