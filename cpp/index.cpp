@@ -426,8 +426,18 @@ void Index::search_one(const float* raw_query, const SearchOptions& options, Que
     // Rerank the best `rerank` traversal candidates on the full vector.
     const std::size_t rerank = options.rerank != 0 ? options.rerank : ef;
     if (candidates.size() > rerank) candidates.resize(rerank);
-    for (graph::Neighbor& candidate : candidates) {
-      candidate.distance = full_distance(query, candidate.node);
+    // The traversal read only the first `width` values of these rows: start loading the rest
+    // a few candidates ahead, so the misses overlap instead of stalling row by row.
+    constexpr std::size_t kRerankLookahead = 4;
+    const std::size_t count = candidates.size();
+    for (std::size_t i = 0; i < std::min(kRerankLookahead, count); ++i) {
+      prefetch_row(store_.row(candidates[i].node), dim);
+    }
+    for (std::size_t i = 0; i < count; ++i) {
+      if (i + kRerankLookahead < count) {
+        prefetch_row(store_.row(candidates[i + kRerankLookahead].node), dim);
+      }
+      candidates[i].distance = full_distance(query, candidates[i].node);
     }
     std::sort(candidates.begin(), candidates.end(), graph::closer);
   }
