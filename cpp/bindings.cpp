@@ -55,13 +55,17 @@ py::dict header_dict(const matry::FileHeader& h, const std::string& metadata) {
   return out;
 }
 
+// The kernels of a named SIMD level, or the dispatched ones.
+const matry::kernels::KernelTable& kernels_of(const std::optional<std::string>& level) {
+  return level ? matry::kernels::kernels_for_level(*level) : matry::kernels::active_kernels();
+}
+
 float run_pair_kernel(const FloatArray& a, const FloatArray& b,
                       const std::optional<std::string>& level, bool l2) {
   if (a.ndim() != 1 || b.ndim() != 1 || a.shape(0) != b.shape(0)) {
     throw matry::InvalidArgument("a, b: expected two 1-D arrays of the same length");
   }
-  const matry::kernels::KernelTable& table =
-      level ? matry::kernels::kernels_for_level(*level) : matry::kernels::active_kernels();
+  const matry::kernels::KernelTable& table = kernels_of(level);
   const auto n = static_cast<std::size_t>(a.shape(0));
   return l2 ? table.l2sq(a.data(), b.data(), n) : table.dot(a.data(), b.data(), n);
 }
@@ -115,8 +119,7 @@ PYBIND11_MODULE(_core, m) {
           throw matry::InvalidArgument(
               "query, rows: expected a 1-D query and 2-D rows of its length");
         }
-        const matry::kernels::KernelTable& table =
-            level ? matry::kernels::kernels_for_level(*level) : matry::kernels::active_kernels();
+        const matry::kernels::KernelTable& table = kernels_of(level);
         const auto count = static_cast<std::size_t>(rows.shape(0));
         const auto dim = static_cast<std::size_t>(rows.shape(1));
         py::array_t<float> out(static_cast<py::ssize_t>(count));

@@ -323,8 +323,9 @@ bool Index::add(const float* rows, std::size_t n, const std::int64_t* ids, std::
         prefix_inv_norms_.reserve(grown);
       }
 #if defined(__GLIBC__)
-      // glibc keeps the buffers growth just freed (its mmap threshold rises after a free), so
-      // streaming adds would hold ~1.5x the index in RSS. Hand whole free pages back.
+      // Vectors and links grow in place (mremap, buffer.hpp); the per-node std::vectors
+      // (labels, flags, levels, prefix norms) still reallocate, and glibc keeps what they free
+      // (its mmap threshold rises after a free). Hand whole free pages back.
       malloc_trim(0);
 #endif
     }

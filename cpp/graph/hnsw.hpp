@@ -256,13 +256,13 @@ void HnswGraph::insert(NodeId node, const Space& space) {
 
   NodeId current = greedy_descent(space, entry, top_level, node_level, /*locked=*/true);
   auto scratch = scratch_pool_.borrow();
-  VisitedSet* const visited = &scratch->visited;
+  VisitedSet& visited = scratch->visited;
   CandidatePool& pool = scratch->pool;
   std::vector<Neighbor> candidates;
   for (int level = std::min(node_level, top_level); level >= 0; --level) {
-    visited->begin(node_count_);
+    visited.begin(node_count_);
     pool.reset(ef_construction_);
-    search_layer_for_insert(space, current, level, pool, *visited);
+    search_layer_for_insert(space, current, level, pool, visited);
     pool.live_results(ef_construction_, candidates);
     current = candidates.front().node;
     select_neighbors(space, candidates, M_);
@@ -305,12 +305,12 @@ void HnswGraph::search(const Space& space, std::size_t ef, const std::uint8_t* d
   if (max_level_ < 0) return;
   const NodeId start = greedy_descent(space, entry_point_, max_level_, 0, /*locked=*/false);
 
-  VisitedSet* const visited = &scratch.visited;
-  visited->begin(node_count_);
+  VisitedSet& visited = scratch.visited;
+  visited.begin(node_count_);
   CandidatePool& pool = scratch.pool;
   pool.reset(ef);
   const auto is_live = [deleted](NodeId n) { return deleted == nullptr || deleted[n] == 0; };
-  visited->test_and_set(start);
+  visited.test_and_set(start);
   pool.insert(space.query(start), start, is_live(start));
   std::array<std::uint32_t, 257> fresh_nodes{};
   while (pool.has_unexpanded()) {
@@ -322,7 +322,7 @@ void HnswGraph::search(const Space& space, std::size_t ef, const std::uint8_t* d
     std::uint32_t fresh = 0;
     for (std::uint32_t i = 0; i < count; ++i) {
       const NodeId neighbour = row[1 + i];
-      if (!visited->test_and_set(neighbour)) {
+      if (!visited.test_and_set(neighbour)) {
         fresh_nodes[fresh++] = neighbour;
         space.prefetch(neighbour);
       }
