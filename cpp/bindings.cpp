@@ -11,6 +11,7 @@
 #include "index.hpp"
 #include "io.hpp"
 #include "kernels/dispatch.hpp"
+#include "thread_pool.hpp"
 
 namespace py = pybind11;
 using matry::Index;
@@ -95,6 +96,7 @@ PYBIND11_MODULE(_core, m) {
   });
 
   m.attr("FORMAT_VERSION") = matry::kFormatVersion;
+  m.def("max_threads", &matry::max_threads);
   m.def("simd_level", [] { return std::string(matry::kernels::active_kernels().name); });
   m.def("compiled_simd_levels", &matry::kernels::compiled_levels);
   m.def("supported_simd_levels", &matry::kernels::supported_levels);
@@ -174,11 +176,18 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("require_unit_norm",
                              [](const Index& ix) { return ix.params().require_unit_norm; })
       .def_property("ef", &Index::ef, &Index::set_ef)
-      .def_property_readonly("node_count", &Index::node_count)
-      .def_property_readonly("capacity", &Index::capacity)
-      .def_property_readonly("memory_bytes", &Index::memory_bytes)
+      // Every call that takes an index lock releases the GIL first: a writer holding the lock may
+      // be waiting for the GIL (the Ctrl-C poll between chunks of an add).
+      .def_property_readonly(
+          "node_count",
+          py::cpp_function(&Index::node_count, py::call_guard<py::gil_scoped_release>()))
+      .def_property_readonly(
+          "capacity", py::cpp_function(&Index::capacity, py::call_guard<py::gil_scoped_release>()))
+      .def_property_readonly(
+          "memory_bytes",
+          py::cpp_function(&Index::memory_bytes, py::call_guard<py::gil_scoped_release>()))
       .def_property_readonly("simd_level", &Index::simd_level)
-      .def("__len__", &Index::size)
+      .def("__len__", &Index::size, py::call_guard<py::gil_scoped_release>())
       .def(
           "add",
           [](Index& ix, const FloatArray& vectors, const std::optional<IdArray>& ids,
@@ -267,7 +276,7 @@ PYBIND11_MODULE(_core, m) {
             ix.restore(ids.data(), n);
           },
           py::arg("ids"))
-      .def("contains", &Index::contains, py::arg("id"))
+      .def("contains", &Index::contains, py::arg("id"), py::call_guard<py::gil_scoped_release>())
       .def(
           "get",
           [](const Index& ix, const IdArray& ids) {
@@ -283,12 +292,20 @@ PYBIND11_MODULE(_core, m) {
           py::arg("ids"))
       .def("ids",
            [](const Index& ix) {
-             std::vector<std::int64_t> live = ix.ids();
+             std::vector<std::int64_t> live;
+             {
+               py::gil_scoped_release release;
+               live = ix.ids();
+             }
              return py::array_t<std::int64_t>(static_cast<py::ssize_t>(live.size()), live.data());
            })
       .def_property_readonly("rotation",
                              [](const Index& ix) -> py::object {
-                               const std::vector<float>& r = ix.rotation();
+                               std::vector<float> r;
+                               {
+                                 py::gil_scoped_release release;
+                                 r = ix.rotation();
+                               }
                                if (r.empty()) return py::none();
                                py::array_t<float> out({ix.dim(), ix.dim()});
                                std::copy(r.begin(), r.end(), out.mutable_data());
@@ -306,6 +323,7 @@ PYBIND11_MODULE(_core, m) {
               }
               values.assign(rotation->data(), rotation->data() + rotation->size());
             }
+            py::gil_scoped_release release;
             ix.set_rotation(std::move(values));
           },
           py::arg("rotation"))

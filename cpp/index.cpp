@@ -6,7 +6,6 @@
 #include <exception>
 #include <limits>
 #include <queue>
-#include <thread>
 #include <unordered_set>
 
 #if defined(__GLIBC__)
@@ -15,6 +14,7 @@
 
 #include "errors.hpp"
 #include "kernels/dispatch.hpp"
+#include "thread_pool.hpp"
 
 namespace matry {
 namespace {
@@ -104,45 +104,7 @@ float inverse_norm(const kernels::KernelTable& kernels, const float* row, std::s
   return squared > 0.0f ? 1.0f / std::sqrt(squared) : 0.0f;
 }
 
-std::size_t resolve_threads(std::size_t requested, std::size_t work) {
-  std::size_t threads = requested;
-  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
-  return std::max<std::size_t>(1, std::min(threads, work));
-}
-
 }  // namespace
-
-void parallel_for(std::size_t n, std::size_t num_threads,
-                  const std::function<void(std::size_t, std::size_t)>& body) {
-  const std::size_t threads = resolve_threads(num_threads, n);
-  if (threads <= 1) {
-    for (std::size_t i = 0; i < n; ++i) body(i, 0);
-    return;
-  }
-  std::atomic<std::size_t> next{0};
-  std::atomic<bool> failed{false};
-  std::exception_ptr first_error;
-  std::mutex error_mutex;
-  auto worker = [&](std::size_t worker_index) {
-    while (!failed.load(std::memory_order_relaxed)) {
-      const std::size_t i = next.fetch_add(1);
-      if (i >= n) break;
-      try {
-        body(i, worker_index);
-      } catch (...) {
-        std::lock_guard<std::mutex> guard(error_mutex);
-        if (!first_error) first_error = std::current_exception();
-        failed = true;
-      }
-    }
-  };
-  std::vector<std::thread> pool;
-  pool.reserve(threads - 1);
-  for (std::size_t t = 1; t < threads; ++t) pool.emplace_back(worker, t);
-  worker(0);
-  for (std::thread& thread : pool) thread.join();
-  if (first_error) std::rethrow_exception(first_error);
-}
 
 Metric parse_metric(const std::string& name) {
   if (name == "cosine") return Metric::cosine;
@@ -167,8 +129,9 @@ static IndexParams checked(IndexParams params) {
   if (params.dim < 1 || params.dim > (1u << 16)) {
     throw InvalidArgument("dim: must be between 1 and 65536, got " + std::to_string(params.dim));
   }
-  if (params.M < 2 || params.M > 128) {
-    throw InvalidArgument("M: must be between 2 and 128, got " + std::to_string(params.M));
+  if (params.M < 2 || params.M > graph::kMaxM) {
+    throw InvalidArgument("M: must be between 2 and " + std::to_string(graph::kMaxM) + ", got " +
+                          std::to_string(params.M));
   }
   if (params.ef_construction < 1) throw InvalidArgument("ef_construction: must be >= 1");
   if (params.prefix_dim > params.dim) {
@@ -221,6 +184,11 @@ std::size_t Index::memory_bytes() const {
 void Index::set_ef(std::size_t ef) {
   if (ef < 1) throw InvalidArgument("ef: must be >= 1");
   ef_ = ef;
+}
+
+std::vector<float> Index::rotation() const {
+  auto lock = read_lock();
+  return rotation_;
 }
 
 void Index::set_rotation(std::vector<float> rotation) {
@@ -404,7 +372,11 @@ void Index::search_one(const float* raw_query, const SearchOptions& options, Que
 
   std::size_t width = options.prefix_dim != 0 ? options.prefix_dim : params_.prefix_dim;
   if (width >= dim) width = 0;
-  std::size_t ef = std::max({options.ef != 0 ? options.ef : ef_.load(), k, options.rerank});
+  // A beam wider than the index holds nothing more than one as wide as it: cap ef there (the
+  // pool's memory and the cost of a search then stay bounded by the index, whatever ef says).
+  const std::size_t ef =
+      std::min(std::max({options.ef != 0 ? options.ef : ef_.load(), k, options.rerank}),
+               std::max(k, store_.node_count()));
 
   if (width == 0) {
     if (params_.metric == Metric::l2) {
@@ -473,6 +445,28 @@ void Index::search(const float* queries, std::size_t n, const SearchOptions& opt
   });
 }
 
+void Index::exact_candidates(const float* query, std::size_t k,
+                             std::vector<graph::Neighbor>& out) const {
+  // Max-heap of the k best so far.
+  std::priority_queue<std::pair<float, NodeId>> best;
+  const std::size_t nodes = store_.node_count();
+  for (NodeId node = 0; node < nodes; ++node) {
+    if (store_.is_deleted(node)) continue;
+    const float distance = full_distance(query, node);
+    if (best.size() < k) {
+      best.emplace(distance, node);
+    } else if (distance < best.top().first) {
+      best.pop();
+      best.emplace(distance, node);
+    }
+  }
+  out.resize(best.size());
+  for (std::size_t slot = best.size(); slot-- > 0;) {
+    out[slot] = {best.top().first, best.top().second};
+    best.pop();
+  }
+}
+
 void Index::exact_search(const float* queries, std::size_t n, std::size_t k,
                          std::size_t num_threads, std::int64_t* out_ids,
                          float* out_distances) const {
@@ -480,30 +474,18 @@ void Index::exact_search(const float* queries, std::size_t n, std::size_t k,
   validate_rows(queries, n, "queries");
   auto lock = read_lock();
   const std::size_t dim = params_.dim;
-  const std::size_t nodes = store_.node_count();
   parallel_for(n, num_threads, [&](std::size_t i, std::size_t) {
     std::vector<float> query(dim);
     prepare_row(queries + i * dim, query.data());
-    // Max-heap of the k best so far.
-    std::priority_queue<std::pair<float, NodeId>> best;
-    for (NodeId node = 0; node < nodes; ++node) {
-      if (store_.is_deleted(node)) continue;
-      const float distance = full_distance(query.data(), node);
-      if (best.size() < k) {
-        best.emplace(distance, node);
-      } else if (distance < best.top().first) {
-        best.pop();
-        best.emplace(distance, node);
-      }
-    }
+    std::vector<graph::Neighbor> best;
+    exact_candidates(query.data(), k, best);
     std::int64_t* ids_row = out_ids + i * k;
     float* distances_row = out_distances + i * k;
     std::fill(ids_row, ids_row + k, -1);
     std::fill(distances_row, distances_row + k, std::numeric_limits<float>::infinity());
-    for (std::size_t slot = best.size(); slot-- > 0;) {
-      ids_row[slot] = store_.label(best.top().second);
-      distances_row[slot] = best.top().first;
-      best.pop();
+    for (std::size_t slot = 0; slot < best.size(); ++slot) {
+      ids_row[slot] = store_.label(best[slot].node);
+      distances_row[slot] = best[slot].distance;
     }
   });
 }

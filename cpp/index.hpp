@@ -81,7 +81,7 @@ class Index {
   static std::unique_ptr<Index> from_bytes(const std::string& bytes, std::string& metadata);
 
   // Opaque extra payload kept with the index (the Python layer's rotation matrix).
-  const std::vector<float>& rotation() const { return rotation_; }
+  std::vector<float> rotation() const;
   void set_rotation(std::vector<float> rotation);
 
  private:
@@ -94,6 +94,8 @@ class Index {
   void search_one(const float* query, const SearchOptions& options, QueryScratch& scratch,
                   std::int64_t* out_ids, float* out_distances) const;
   float full_distance(const float* query, NodeId node) const;
+  // The k nearest live nodes by brute force on full vectors, ascending.
+  void exact_candidates(const float* query, std::size_t k, std::vector<graph::Neighbor>& out) const;
 
   // Lock order: writer_mutex_ (serializes writers), then turnstile_ + rw_mutex_. Readers pass
   // the turnstile before taking rw_mutex_ shared, so a waiting writer is not starved.
@@ -112,10 +114,5 @@ class Index {
   mutable std::mutex turnstile_;
   mutable std::shared_mutex rw_mutex_;
 };
-
-// Runs body(i) for i in [0, n) on up to num_threads threads (0 = all cores); the first exception
-// thrown by any worker is rethrown on the calling thread after all workers stop.
-void parallel_for(std::size_t n, std::size_t num_threads,
-                  const std::function<void(std::size_t, std::size_t)>& body);
 
 }  // namespace matry

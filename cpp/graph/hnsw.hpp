@@ -22,6 +22,9 @@
 namespace matry::graph {
 
 constexpr int kMaxLevel = 64;
+// Links per upper-level row (the M parameter); layer-0 rows hold twice as many.
+constexpr std::uint32_t kMaxM = 128;
+constexpr std::size_t kMaxDegree = 2 * kMaxM;
 
 // What one search needs besides the graph: reused across the queries of a batch, so a search
 // allocates nothing and touches no thread-local storage.
@@ -134,7 +137,7 @@ NodeId HnswGraph::greedy_descent(const Space& space, NodeId start, int from_leve
                                  bool locked) const {
   NodeId current = start;
   float current_distance = space.query(current);
-  std::array<std::uint32_t, 257> snapshot{};
+  std::array<NodeId, kMaxDegree> snapshot{};
   for (int level = from_level; level > to_level; --level) {
     bool improved = true;
     while (improved) {
@@ -167,7 +170,7 @@ NodeId HnswGraph::greedy_descent(const Space& space, NodeId start, int from_leve
 template <class Space>
 void HnswGraph::search_layer_for_insert(const Space& space, NodeId entry, int level,
                                         CandidatePool& pool, VisitedSet& visited) const {
-  std::array<std::uint32_t, 257> snapshot{};
+  std::array<NodeId, kMaxDegree> snapshot{};
   visited.test_and_set(entry);
   pool.insert(space.query(entry), entry, true);
   while (pool.has_unexpanded()) {
@@ -259,7 +262,14 @@ void HnswGraph::insert(NodeId node, const Space& space) {
   VisitedSet& visited = scratch->visited;
   CandidatePool& pool = scratch->pool;
   std::vector<Neighbor> candidates;
-  for (int level = std::min(node_level, top_level); level >= 0; --level) {
+  // The node's own rows are written at every level before any neighbour links back to it. Until
+  // then no other row names it, so a concurrent insert can never route through a row of it that
+  // is still empty: one that did would link to it alone, and once the heuristic pruned that
+  // single back link the other node would be unreachable (the parallel-build self-miss defect).
+  const int linked_top = std::min(node_level, top_level);
+  std::vector<Neighbor> selected;                      // every level's neighbours, top down
+  std::array<std::size_t, kMaxLevel + 1> level_end{};  // selected[level_end[l+1]..level_end[l])
+  for (int level = linked_top; level >= 0; --level) {
     visited.begin(node_count_);
     pool.reset(ef_construction_);
     search_layer_for_insert(space, current, level, pool, visited);
@@ -269,28 +279,18 @@ void HnswGraph::insert(NodeId node, const Space& space) {
     {
       std::lock_guard<std::mutex> guard(lock_of(node));
       std::uint32_t* row = links(node, level);
-      // Concurrent inserts may already have linked to this node at this level (it is reachable
-      // through its upper levels before this level is done): keep their links, re-selecting
-      // only if the row would overflow, or those nodes could become unreachable.
-      const std::size_t selected = candidates.size();
-      for (std::uint32_t i = 0; i < row[0]; ++i) {
-        const NodeId existing = row[1 + i];
-        const auto end = candidates.begin() + static_cast<std::ptrdiff_t>(selected);
-        if (std::none_of(candidates.begin(), end,
-                         [existing](const Neighbor& c) { return c.node == existing; })) {
-          candidates.push_back({space.query(existing), existing});
-        }
-      }
-      if (candidates.size() > max_degree(level)) {
-        std::sort(candidates.begin(), candidates.end(), closer);
-        select_neighbors(space, candidates, max_degree(level));
-      }
       for (std::size_t i = 0; i < candidates.size(); ++i) row[1 + i] = candidates[i].node;
       row[0] = static_cast<std::uint32_t>(candidates.size());
     }
-    for (const Neighbor& neighbor : candidates) {
-      link_back(space, neighbor.node, node, neighbor.distance, level);
+    selected.insert(selected.end(), candidates.begin(), candidates.end());
+    level_end[level] = selected.size();
+  }
+  std::size_t begin = 0;
+  for (int level = linked_top; level >= 0; --level) {
+    for (std::size_t i = begin; i < level_end[level]; ++i) {
+      link_back(space, selected[i].node, node, selected[i].distance, level);
     }
+    begin = level_end[level];
   }
   if (node_level > top_level) {
     entry_point_ = node;
@@ -312,7 +312,7 @@ void HnswGraph::search(const Space& space, std::size_t ef, const std::uint8_t* d
   const auto is_live = [deleted](NodeId n) { return deleted == nullptr || deleted[n] == 0; };
   visited.test_and_set(start);
   pool.insert(space.query(start), start, is_live(start));
-  std::array<std::uint32_t, 257> fresh_nodes{};
+  std::array<NodeId, kMaxDegree> fresh_nodes{};
   while (pool.has_unexpanded()) {
     const Neighbor current = pool.pop_unexpanded();
     const std::uint32_t* row = level0_row(current.node);

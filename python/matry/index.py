@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import threading
 from typing import Any, Union
 
 import numpy as np
@@ -173,6 +174,9 @@ class Index:
         _metadata: dict[str, Any] | None = None,
     ) -> None:
         self.metadata: dict[str, Any] = dict(_metadata or {})
+        # Held while the first add fits rotation="pca" and stores its batch: every concurrent
+        # add waits for that rotation instead of storing rows unrotated or under another one.
+        self._rotation_fit_lock = threading.Lock()
         if _core_index is not None:
             self._core = _core_index
             self._rotation: np.ndarray | None = _core_index.rotation
@@ -316,15 +320,27 @@ class Index:
                     f"got {id_array.shape[0]}"
                 )
         threads = _threads(num_threads)
-        if self._fit_rotation_on_first_add and len(self._core) == 0 and self._rotation is None:
-            if rows.shape[0] < 2:
-                raise ValueError("vectors: rotation='pca' needs at least 2 rows in the first batch")
-            rotation = fit_rotation(rows)
-            rotated = np.ascontiguousarray(rows @ rotation.T, dtype=np.float32)
-            assigned = self._core.add(rotated, id_array, threads, bool(replace))
-            self._set_rotation(rotation)
-            return assigned
+        if self._fit_rotation_on_first_add:
+            with self._rotation_fit_lock:
+                if self._rotation is None:
+                    return self._fit_rotation_and_add(rows, id_array, threads, bool(replace))
         return self._core.add(self._rotate(rows), id_array, threads, bool(replace))
+
+    def _fit_rotation_and_add(
+        self, rows: np.ndarray, ids: np.ndarray | None, threads: int, replace: bool
+    ) -> np.ndarray:
+        """First add under rotation="pca": fit on this batch, then store it rotated."""
+        if rows.shape[0] < 2:
+            raise ValueError("vectors: rotation='pca' needs at least 2 rows in the first batch")
+        rotation = fit_rotation(rows)
+        self._set_rotation(rotation)
+        try:
+            return self._core.add(self._rotate(rows), ids, threads, replace)
+        except BaseException:
+            if len(self._core) == 0:  # nothing stored: a failed first add leaves no rotation
+                self._core.set_rotation(None)
+                self._rotation = None
+            raise
 
     def search(
         self,
