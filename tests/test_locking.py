@@ -92,11 +92,20 @@ def test_concurrent_first_adds_share_one_pca_rotation() -> None:
         barrier = threading.Barrier(2)
         assigned: list[np.ndarray] = [np.empty(0)] * 2
 
-        def add(which: int, ix: matry.Index = ix, barrier: threading.Barrier = barrier) -> None:
+        def add(
+            which: int,
+            ix: matry.Index,
+            barrier: threading.Barrier,
+            batches: list[np.ndarray],
+            assigned: list[np.ndarray],
+        ) -> None:
             barrier.wait()
             assigned[which] = ix.add(batches[which], num_threads=1)
 
-        writers = [threading.Thread(target=add, args=(which,)) for which in range(2)]
+        writers = [
+            threading.Thread(target=add, args=(which, ix, barrier, batches, assigned))
+            for which in range(2)
+        ]
         for writer in writers:
             writer.start()
         for writer in writers:
