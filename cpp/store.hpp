@@ -1,5 +1,9 @@
 // Vector storage: contiguous rows of `dim` floats, the label of each node, the label -> node map
 // and the deleted flags. Nodes are never moved or reused, so node ids stay valid for the graph.
+//
+// Invariants (io.cpp checks them on load): every label is in [0, next_label); a label names its
+// latest node, and every older node with the same label is deleted, so at most one node per
+// label is live and it is the one find() returns.
 #pragma once
 
 #include <cstdint>
@@ -17,6 +21,10 @@ using graph::NodeId;
 // Ids (labels) are the non-negative int64 values: 2^63 of them. "One past the largest id" can be
 // 2^63, which int64 cannot hold, so next_label is kept as a uint64 up to this count.
 constexpr std::uint64_t kLabelCount = std::uint64_t{1} << 63;
+
+// Rows stored under metric "ip" (with require_unit_norm) must have |norm - 1| within this, and
+// cosine rows are normalized to it: Index::add rejects rows outside it and load checks it.
+constexpr float kUnitLengthTolerance = 1e-3f;
 
 class VectorStore {
  public:
@@ -51,7 +59,8 @@ class VectorStore {
   void mark_deleted(NodeId node);
   void unmark_deleted(NodeId node);
 
-  // Rebuilds a store from saved parts (io.cpp); labels map to their latest node.
+  // Rebuilds a store from saved parts that io.cpp has checked against the invariants above;
+  // labels map to their latest node.
   void restore(std::vector<std::int64_t> labels, std::vector<std::uint8_t> deleted,
                std::uint64_t next_label);
   float* reserve_rows_for_restore(std::size_t node_count);
