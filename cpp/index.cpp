@@ -253,8 +253,15 @@ bool Index::add(const float* rows, std::size_t n, const std::int64_t* ids, std::
   // Ids: validated in full before anything changes.
   assigned_ids.resize(n);
   if (ids == nullptr) {
-    const std::int64_t first = store_.next_label();
-    for (std::size_t i = 0; i < n; ++i) assigned_ids[i] = first + static_cast<std::int64_t>(i);
+    // Default ids continue after the largest id used so far and must stay <= 2^63 - 1.
+    const std::uint64_t first = store_.next_label();
+    if (n > kLabelCount - first) {
+      throw InvalidArgument("ids: no room for " + std::to_string(n) +
+                            " default ids: they continue after the largest id used so far (" +
+                            std::to_string(first - 1) +
+                            ") and would pass 2^63 - 1, the largest id; pass explicit ids");
+    }
+    for (std::size_t i = 0; i < n; ++i) assigned_ids[i] = static_cast<std::int64_t>(first + i);
   } else {
     std::unordered_set<std::int64_t> seen;
     seen.reserve(n);

@@ -1,17 +1,32 @@
+// Reading and writing index files (the format is described in io.hpp).
+//
+// What a crash can leave. save() writes a temporary file in the target's directory, fsyncs it,
+// renames it over the target and fsyncs the directory. Killed or crashed at any moment, the
+// target holds either its old contents or the complete new index, never a mix. The temporary
+// file can stay behind: it is named ".<16 hex digits>.matry-tmp-<pid>-<n>" (the digits hash the
+// target's file name) and the next save to the same target removes every such file whose
+// process has exited. A symlink target is followed (the file it points to is replaced, the link
+// stays); an existing target that is not a regular file is never replaced.
 #include "io.hpp"
 
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cerrno>
+#include <climits>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <memory>
-#include <random>
-#include <unordered_set>
+#include <system_error>
+#include <type_traits>
+#include <unordered_map>
 #include <vector>
 
 #include "crc32.hpp"
@@ -24,7 +39,60 @@ namespace {
 constexpr char kMagic[8] = {'M', 'A', 'T', 'R', 'Y', 'I', 'D', 'X'};
 constexpr std::uint32_t kEndianTag = 0x01020304u;
 constexpr std::uint32_t kHeaderBytes = 128;
+constexpr std::size_t kFirstFieldAt = sizeof(kMagic);
+constexpr std::size_t kHeaderCrcAt = kHeaderBytes - 4;
 constexpr std::uint32_t kFlagRequireUnitNorm = 1u;
+constexpr std::uint32_t kKnownFlags = kFlagRequireUnitNorm;
+constexpr int kMaxSymlinkHops = 40;       // Linux's own limit (ELOOP)
+constexpr int kTemporaryAttempts = 1000;  // names tried before giving up on EEXIST
+
+// The header layout, written down once: the byte offset of every field between the magic and the
+// CRC, in file order. Encoding and decoding both walk this list. The endianness tag and the
+// header size are constants of the format, not FileHeader members, so they come separately.
+template <class Header, class Word, class Visit>
+constexpr void for_each_header_field(Header& h, Word& endian_tag, Word& header_bytes,
+                                     Visit&& visit) {
+  visit(std::size_t{8}, h.format_version);
+  visit(std::size_t{12}, endian_tag);
+  visit(std::size_t{16}, header_bytes);
+  visit(std::size_t{20}, h.metric);
+  visit(std::size_t{24}, h.dim);
+  visit(std::size_t{32}, h.node_count);
+  visit(std::size_t{40}, h.live_count);
+  visit(std::size_t{48}, h.M);
+  visit(std::size_t{52}, h.ef_construction);
+  visit(std::size_t{56}, h.seed);
+  visit(std::size_t{64}, h.ef);
+  visit(std::size_t{72}, h.prefix_dim);
+  visit(std::size_t{80}, h.next_label);
+  visit(std::size_t{88}, h.entry_point);
+  visit(std::size_t{92}, h.max_level);
+  visit(std::size_t{96}, h.metadata_bytes);
+  visit(std::size_t{104}, h.rotation_floats);
+  visit(std::size_t{112}, h.payload_bytes);
+  visit(std::size_t{120}, h.flags);
+}
+
+// The fields tile the bytes between the magic and the CRC exactly: no gap, no overlap.
+constexpr bool header_fields_tile() {
+  FileHeader h;
+  std::uint32_t endian_tag = 0;
+  std::uint32_t header_bytes = 0;
+  std::size_t next = kFirstFieldAt;
+  bool tiled = true;
+  for_each_header_field(h, endian_tag, header_bytes, [&](std::size_t offset, const auto& field) {
+    tiled = tiled && offset == next;
+    next = offset + sizeof(field);
+  });
+  return tiled && next == kHeaderCrcAt;
+}
+static_assert(header_fields_tile(), "header field offsets must tile bytes 8..124");
+
+// memcpy with a possibly empty range: an empty std::vector's data() may be null, and
+// memcpy(nullptr, _, 0) is undefined behaviour.
+void copy_bytes(void* to, const void* from, std::size_t bytes) {
+  if (bytes != 0) std::memcpy(to, from, bytes);
+}
 
 template <class T>
 void put(unsigned char* out, std::size_t offset, T value) {
@@ -39,27 +107,13 @@ T take(const unsigned char* in, std::size_t offset) {
 
 std::array<unsigned char, kHeaderBytes> encode_header(const FileHeader& h) {
   std::array<unsigned char, kHeaderBytes> out{};
-  std::memcpy(out.data(), kMagic, 8);
-  put<std::uint32_t>(out.data(), 8, h.format_version);
-  put<std::uint32_t>(out.data(), 12, kEndianTag);
-  put<std::uint32_t>(out.data(), 16, kHeaderBytes);
-  put<std::uint32_t>(out.data(), 20, h.metric);
-  put<std::uint64_t>(out.data(), 24, h.dim);
-  put<std::uint64_t>(out.data(), 32, h.node_count);
-  put<std::uint64_t>(out.data(), 40, h.live_count);
-  put<std::uint32_t>(out.data(), 48, h.M);
-  put<std::uint32_t>(out.data(), 52, h.ef_construction);
-  put<std::uint64_t>(out.data(), 56, h.seed);
-  put<std::uint64_t>(out.data(), 64, h.ef);
-  put<std::uint64_t>(out.data(), 72, h.prefix_dim);
-  put<std::int64_t>(out.data(), 80, h.next_label);
-  put<std::uint32_t>(out.data(), 88, h.entry_point);
-  put<std::int32_t>(out.data(), 92, h.max_level);
-  put<std::uint64_t>(out.data(), 96, h.metadata_bytes);
-  put<std::uint64_t>(out.data(), 104, h.rotation_floats);
-  put<std::uint64_t>(out.data(), 112, h.payload_bytes);
-  put<std::uint32_t>(out.data(), 120, h.flags);
-  put<std::uint32_t>(out.data(), 124, crc32(0, out.data(), 124));
+  std::memcpy(out.data(), kMagic, sizeof(kMagic));
+  const std::uint32_t endian_tag = kEndianTag;
+  const std::uint32_t header_bytes = kHeaderBytes;
+  for_each_header_field(h, endian_tag, header_bytes, [&](std::size_t offset, const auto& field) {
+    put(out.data(), offset, field);
+  });
+  put<std::uint32_t>(out.data(), kHeaderCrcAt, crc32(0, out.data(), kHeaderCrcAt));
   return out;
 }
 
@@ -70,51 +124,45 @@ FileHeader decode_header(const unsigned char* in, std::size_t file_bytes) {
   if (file_bytes < kHeaderBytes + 8) {
     corrupt("file is too short to be a matry index (" + std::to_string(file_bytes) + " bytes)");
   }
-  if (std::memcmp(in, kMagic, 8) != 0) corrupt("not a matry index file (bad magic bytes)");
+  if (std::memcmp(in, kMagic, sizeof(kMagic)) != 0)
+    corrupt("not a matry index file (bad magic bytes)");
   FileHeader h;
-  h.format_version = take<std::uint32_t>(in, 8);
-  const std::uint32_t endian = take<std::uint32_t>(in, 12);
-  if (endian != kEndianTag) {
-    corrupt(endian == 0x04030201u ? "file was written with the other byte order"
-                                  : "bad endianness tag");
+  std::uint32_t endian_tag = 0;
+  std::uint32_t header_bytes = 0;
+  for_each_header_field(h, endian_tag, header_bytes, [&](std::size_t offset, auto& field) {
+    field = take<std::remove_reference_t<decltype(field)>>(in, offset);
+  });
+  if (endian_tag != kEndianTag) {
+    corrupt(endian_tag == 0x04030201u ? "file was written with the other byte order"
+                                      : "bad endianness tag");
   }
-  if (take<std::uint32_t>(in, 124) != crc32(0, in, 124)) corrupt("header checksum mismatch");
+  if (take<std::uint32_t>(in, kHeaderCrcAt) != crc32(0, in, kHeaderCrcAt)) {
+    corrupt("header checksum mismatch");
+  }
   if (h.format_version != kFormatVersion) {
     corrupt("unsupported format version " + std::to_string(h.format_version) +
             " (this matry reads version " + std::to_string(kFormatVersion) + ")");
   }
-  if (take<std::uint32_t>(in, 16) != kHeaderBytes) corrupt("bad header size");
-  h.metric = take<std::uint32_t>(in, 20);
-  h.dim = take<std::uint64_t>(in, 24);
-  h.node_count = take<std::uint64_t>(in, 32);
-  h.live_count = take<std::uint64_t>(in, 40);
-  h.M = take<std::uint32_t>(in, 48);
-  h.ef_construction = take<std::uint32_t>(in, 52);
-  h.seed = take<std::uint64_t>(in, 56);
-  h.ef = take<std::uint64_t>(in, 64);
-  h.prefix_dim = take<std::uint64_t>(in, 72);
-  h.next_label = take<std::int64_t>(in, 80);
-  h.entry_point = take<std::uint32_t>(in, 88);
-  h.max_level = take<std::int32_t>(in, 92);
-  h.metadata_bytes = take<std::uint64_t>(in, 96);
-  h.rotation_floats = take<std::uint64_t>(in, 104);
-  h.payload_bytes = take<std::uint64_t>(in, 112);
-  h.flags = take<std::uint32_t>(in, 120);
+  if (header_bytes != kHeaderBytes) corrupt("bad header size");
 
+  // The same limits Index accepts (index.cpp): whatever an index can hold, a file can carry.
   if (h.metric > 2) corrupt("unknown metric code " + std::to_string(h.metric));
   if (h.dim < 1 || h.dim > (1u << 16)) corrupt("dim out of range");
   if (h.M < 2 || h.M > 128) corrupt("M out of range");
-  if (h.ef_construction < 1 || h.ef < 1 || h.ef > (1u << 30)) corrupt("ef out of range");
+  if (h.ef_construction < 1 || h.ef < 1) corrupt("ef out of range");
   if (h.prefix_dim >= h.dim && h.prefix_dim != 0) corrupt("prefix_dim out of range");
   if (h.node_count > graph::kMaxNodes) corrupt("node count out of range");
   if (h.live_count > h.node_count) corrupt("live count exceeds node count");
-  if (h.next_label < 0) corrupt("next id is negative");
+  if (h.next_label > kLabelCount) corrupt("next id out of range (above 2^63)");
   if (h.max_level < -1 || h.max_level >= graph::kMaxLevel) corrupt("max level out of range");
   if ((h.node_count == 0) != (h.max_level == -1)) corrupt("max level does not match node count");
-  if (h.node_count > 0 && h.entry_point >= h.node_count) corrupt("entry point out of range");
+  if (h.node_count == 0 ? h.entry_point != 0 : h.entry_point >= h.node_count) {
+    corrupt("entry point out of range");
+  }
   if (h.rotation_floats != 0 && h.rotation_floats != h.dim * h.dim) {
     corrupt("rotation size does not match dim");
   }
+  if ((h.flags & ~kKnownFlags) != 0) corrupt("unknown flags " + std::to_string(h.flags));
   const std::uint64_t limit = file_bytes;
   if (h.metadata_bytes > limit || h.payload_bytes > limit ||
       kHeaderBytes + h.metadata_bytes + 4 + h.payload_bytes + 4 != file_bytes) {
@@ -128,48 +176,372 @@ std::uint64_t fixed_payload_bytes(const FileHeader& h) {
   return n * h.dim * 4 + n * 8 + n + n + n * (1 + 2ull * h.M) * 4 + h.rotation_floats * 4;
 }
 
-// Writes bytes to a FILE* or a string while keeping a running CRC.
+// ---------------------------------------------------------------------------------------------
+// Paths and file descriptors
+
+std::string error_text(int error) {
+  return std::error_code(error, std::generic_category()).message();
+}
+
+// Bytes in a valid UTF-8 sequence starting at `at`, or 0 when it is not one (Python's strict
+// decoder rules: no overlong forms, no surrogates, nothing above U+10FFFF).
+std::size_t utf8_length(const std::string& text, std::size_t at) {
+  const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(text[i]); };
+  const unsigned char lead = byte(at);
+  if (lead < 0x80) return 1;
+  std::size_t length = 0;
+  unsigned char low = 0x80;
+  unsigned char high = 0xBF;
+  if (lead >= 0xC2 && lead <= 0xDF) {
+    length = 2;
+  } else if (lead >= 0xE0 && lead <= 0xEF) {
+    length = 3;
+    if (lead == 0xE0) low = 0xA0;
+    if (lead == 0xED) high = 0x9F;
+  } else if (lead >= 0xF0 && lead <= 0xF4) {
+    length = 4;
+    if (lead == 0xF0) low = 0x90;
+    if (lead == 0xF4) high = 0x8F;
+  } else {
+    return 0;
+  }
+  if (at + length > text.size()) return 0;
+  for (std::size_t i = 1; i < length; ++i) {
+    if (byte(at + i) < low || byte(at + i) > high) return 0;
+    low = 0x80;
+    high = 0xBF;
+  }
+  return length;
+}
+
+// A path as error messages show it: quoted, with control bytes and bytes that are not UTF-8
+// escaped, so the Python exception can always be built from the message.
+std::string shown(const std::string& path) {
+  std::string out = "'";
+  for (std::size_t at = 0; at < path.size();) {
+    const auto lead = static_cast<unsigned char>(path[at]);
+    const std::size_t length = utf8_length(path, at);
+    if (length != 0 && lead >= 0x20 && lead != 0x7F) {
+      out.append(path, at, length);
+      at += length;
+    } else {
+      char escaped[5];
+      std::snprintf(escaped, sizeof(escaped), "\\x%02x", lead);
+      out += escaped;
+      ++at;
+    }
+  }
+  return out + "'";
+}
+
+// std::string can carry a NUL that the C file API would silently cut the path at.
+void check_path_argument(const std::string& path) {
+  if (path.empty()) throw InvalidArgument("path: empty");
+  if (path.find('\0') != std::string::npos) {
+    throw InvalidArgument("path: contains a NUL byte (" + shown(path) + ")");
+  }
+}
+
+const char* kind_of(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "not a regular file";
+}
+
+std::string directory_of(const std::string& path) {
+  const std::size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+std::string name_of(const std::string& path) {
+  const std::size_t slash = path.rfind('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+class FileDescriptor {
+ public:
+  explicit FileDescriptor(int fd) : fd_(fd) {}
+  FileDescriptor(FileDescriptor&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
+  FileDescriptor(const FileDescriptor&) = delete;
+  FileDescriptor& operator=(const FileDescriptor&) = delete;
+  ~FileDescriptor() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int get() const { return fd_; }
+  // Closes now and reports the result (close can report a failed write-back).
+  int close() {
+    const int result = ::close(fd_);
+    fd_ = -1;
+    return result;
+  }
+
+ private:
+  int fd_;
+};
+
+struct DirectoryCloser {
+  void operator()(DIR* directory) const { ::closedir(directory); }
+};
+
+// Opens an existing regular file for reading; anything else (FIFO, device, directory) is refused
+// before it is opened, as opening a FIFO waits for a writer and opening a device can act on it.
+FileDescriptor open_regular_file(const std::string& path, std::uint64_t& size) {
+  check_path_argument(path);
+  struct stat info{};
+  if (::stat(path.c_str(), &info) != 0) {
+    throw IoError("cannot open " + shown(path) + " for reading: " + error_text(errno));
+  }
+  if (!S_ISREG(info.st_mode)) {
+    throw IoError("path: " + shown(path) + " is " + kind_of(info.st_mode) +
+                  ", not a regular index file");
+  }
+  // O_NONBLOCK: if the path was swapped for a FIFO since the stat, open still returns at once.
+  FileDescriptor file(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+  if (file.get() < 0) {
+    throw IoError("cannot open " + shown(path) + " for reading: " + error_text(errno));
+  }
+  if (::fstat(file.get(), &info) != 0 || !S_ISREG(info.st_mode)) {
+    throw IoError("path: " + shown(path) + " is not a regular index file");
+  }
+  size = static_cast<std::uint64_t>(info.st_size);
+  return file;
+}
+
+// Reads up to `bytes` bytes at `offset`; returns how many there were before the end of file.
+std::size_t read_at(const FileDescriptor& file, const std::string& path, std::uint64_t offset,
+                    void* out, std::size_t bytes) {
+  auto* cursor = static_cast<char*>(out);
+  std::size_t done = 0;
+  while (done < bytes) {
+    const ssize_t got =
+        ::pread(file.get(), cursor + done, bytes - done, static_cast<off_t>(offset + done));
+    if (got == 0) break;
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      throw IoError("cannot read " + shown(path) + ": " + error_text(errno));
+    }
+    done += static_cast<std::size_t>(got);
+  }
+  return done;
+}
+
+std::string read_whole_file(const std::string& path) {
+  std::uint64_t size = 0;
+  const FileDescriptor file = open_regular_file(path, size);
+  std::string bytes(static_cast<std::size_t>(size), '\0');
+  // A file that shrank since the stat is caught by the size and checksum checks.
+  bytes.resize(read_at(file, path, 0, bytes.data(), bytes.size()));
+  return bytes;
+}
+
+// Where a save writes: `path`, or the file a symlink at `path` leads to (followed hop by hop, so
+// a dangling link still names the file to create).
+struct SaveTarget {
+  std::string path;
+  bool exists = false;
+  mode_t mode = 0;
+};
+
+std::string link_destination(const std::string& link) {
+  std::vector<char> buffer(PATH_MAX);
+  for (;;) {
+    const ssize_t length = ::readlink(link.c_str(), buffer.data(), buffer.size());
+    if (length < 0) throw IoError("cannot read the link " + shown(link) + ": " + error_text(errno));
+    if (static_cast<std::size_t>(length) < buffer.size()) {
+      const std::string destination(buffer.data(), static_cast<std::size_t>(length));
+      if (destination.empty()) throw IoError("cannot follow the empty link " + shown(link));
+      if (destination.front() == '/') return destination;
+      return directory_of(link) + "/" + destination;
+    }
+    buffer.resize(buffer.size() * 2);
+  }
+}
+
+SaveTarget resolve_save_target(const std::string& path) {
+  check_path_argument(path);
+  if (path.back() == '/') throw IoError("path: " + shown(path) + " names a directory, not a file");
+  std::string current = path;
+  for (int hops = 0;; ++hops) {
+    struct stat info{};
+    if (::lstat(current.c_str(), &info) != 0) {
+      if (errno == ENOENT) return {current, false, 0};
+      throw IoError("cannot save to " + shown(path) + ": " + error_text(errno));
+    }
+    if (S_ISLNK(info.st_mode)) {
+      if (hops == kMaxSymlinkHops) {
+        throw IoError("cannot save to " + shown(path) + ": " + error_text(ELOOP));
+      }
+      current = link_destination(current);
+      continue;
+    }
+    if (!S_ISREG(info.st_mode)) {
+      const std::string what =
+          current == path ? shown(path) : shown(path) + " leads to " + shown(current) + ", which";
+      throw IoError("path: " + what + " is " + kind_of(info.st_mode) +
+                    ", not a regular file; save never replaces one");
+    }
+    return {current, true, info.st_mode};
+  }
+}
+
+// Temporary files of one target: "." + 16 hex digits of a hash of its name + ".matry-tmp-", then
+// "<pid>-<n>". Short and fixed-length whatever the target's name, so they fit in NAME_MAX.
+std::string temporary_prefix(const std::string& target_name) {
+  std::uint64_t hash = 0xcbf29ce484222325ull;  // FNV-1a
+  for (const char c : target_name) {
+    hash = (hash ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+  }
+  char digits[17];
+  std::snprintf(digits, sizeof(digits), "%016llx", static_cast<unsigned long long>(hash));
+  return std::string(".") + digits + ".matry-tmp-";
+}
+
+// The pid in a "<pid>-<n>" suffix, or 0 if `suffix` is not exactly that.
+pid_t pid_of_temporary(const std::string& suffix) {
+  const std::size_t dash = suffix.find('-');
+  if (dash == 0 || dash == std::string::npos || dash + 1 == suffix.size()) return 0;
+  const auto digits = [](const std::string& text) {
+    return std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+  };
+  const std::string pid = suffix.substr(0, dash);
+  if (!digits(pid) || !digits(suffix.substr(dash + 1)) || pid.size() > 9) return 0;
+  return static_cast<pid_t>(std::stol(pid));
+}
+
+bool process_is_running(pid_t pid) {
+  if (pid == ::getpid()) return true;  // another thread of this process may be saving now
+  return ::kill(pid, 0) == 0 || errno == EPERM;
+}
+
+// Removes the temporary files of a save to this target that was killed before it could clean up:
+// exact prefix, "<pid>-<n>" suffix, a regular file, and its process no longer runs.
+void remove_stale_temporaries(const std::string& directory, const std::string& prefix) {
+  const std::unique_ptr<DIR, DirectoryCloser> listing(::opendir(directory.c_str()));
+  if (!listing) return;  // unreadable directory: the save itself may still work
+  while (const dirent* entry = ::readdir(listing.get())) {
+    const std::string name = entry->d_name;
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+    const pid_t pid = pid_of_temporary(name.substr(prefix.size()));
+    if (pid <= 0 || process_is_running(pid)) continue;
+    const std::string stale = directory + "/" + name;
+    struct stat info{};
+    if (::lstat(stale.c_str(), &info) == 0 && S_ISREG(info.st_mode)) ::unlink(stale.c_str());
+  }
+}
+
+// fsync of a directory makes a rename in it durable. Filesystems that cannot sync a directory
+// (EINVAL) have nothing to sync; a directory we may write but not read (EACCES) cannot be
+// opened for it. Both are skipped, as PostgreSQL and SQLite do; any other failure is reported.
+void sync_directory(const std::string& directory, const std::string& path) {
+  FileDescriptor handle(::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (handle.get() < 0) {
+    if (errno == EACCES) return;
+    throw IoError("saved " + shown(path) +
+                  " but cannot open its directory to sync it: " + error_text(errno));
+  }
+  if (::fsync(handle.get()) != 0 && errno != EINVAL) {
+    throw IoError("saved " + shown(path) +
+                  " but syncing its directory failed (the new file may not survive a power "
+                  "loss): " +
+                  error_text(errno));
+  }
+}
+
+// A temporary file that is removed unless it was renamed into place.
+class TemporaryFile {
+ public:
+  TemporaryFile(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
+  TemporaryFile(const TemporaryFile&) = delete;
+  TemporaryFile& operator=(const TemporaryFile&) = delete;
+  ~TemporaryFile() {
+    if (!renamed_) ::unlink(path_.c_str());
+  }
+  const std::string& path() const { return path_; }
+  FileDescriptor& fd() { return fd_; }
+  void mark_renamed() { renamed_ = true; }
+
+ private:
+  std::string path_;
+  FileDescriptor fd_;
+  bool renamed_ = false;
+};
+
+std::unique_ptr<TemporaryFile> create_temporary(const std::string& directory,
+                                                const std::string& prefix) {
+  static std::atomic<unsigned> counter{0};
+  const std::string base =
+      (directory == "/" ? "/" : directory + "/") + prefix + std::to_string(::getpid()) + "-";
+  int error = EEXIST;
+  for (int attempt = 0; attempt < kTemporaryAttempts && error == EEXIST; ++attempt) {
+    std::string path = base + std::to_string(counter.fetch_add(1));
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0666);
+    if (fd >= 0) return std::make_unique<TemporaryFile>(std::move(path), fd);
+    // EEXIST: left by a process that ran with our pid before and still runs; take the next n.
+    error = errno;
+  }
+  throw IoError("cannot create a temporary file in " + shown(directory) + ": " + error_text(error));
+}
+
+// Writes bytes to a file descriptor (buffered) or a string while keeping a running CRC.
 class Writer {
  public:
-  explicit Writer(std::FILE* file) : file_(file) {}
+  explicit Writer(int fd) : fd_(fd) { buffer_.reserve(kBufferBytes); }
   explicit Writer(std::string* text) : text_(text) {}
   void write(const void* data, std::size_t bytes) {
     if (bytes == 0) return;
     crc_ = crc32(crc_, data, bytes);
+    const auto* begin = static_cast<const char*>(data);
     if (text_ != nullptr) {
-      text_->append(static_cast<const char*>(data), bytes);
-    } else if (std::fwrite(data, 1, bytes, file_) != bytes) {
-      throw IoError("write failed (disk full?)");
+      text_->append(begin, bytes);
+    } else if (buffer_.size() + bytes <= kBufferBytes) {
+      buffer_.insert(buffer_.end(), begin, begin + bytes);
+    } else {
+      flush();
+      if (bytes < kBufferBytes) {
+        buffer_.insert(buffer_.end(), begin, begin + bytes);
+      } else {
+        write_fully(begin, bytes);
+      }
     }
   }
   void write_crc() {
     const std::uint32_t value = crc_;
     write(&value, 4);
   }
-  std::uint32_t crc() const { return crc_; }
+  void flush() {
+    write_fully(buffer_.data(), buffer_.size());
+    buffer_.clear();
+  }
 
  private:
-  std::FILE* file_ = nullptr;
+  static constexpr std::size_t kBufferBytes = 1 << 16;
+
+  void write_fully(const char* data, std::size_t bytes) {
+    while (bytes > 0) {
+      const ssize_t written = ::write(fd_, data, bytes);
+      if (written < 0) {
+        if (errno == EINTR) continue;
+        throw IoError("write failed: " + error_text(errno));
+      }
+      data += written;
+      bytes -= static_cast<std::size_t>(written);
+    }
+  }
+
+  int fd_ = -1;
   std::string* text_ = nullptr;
+  std::vector<char> buffer_;
   std::uint32_t crc_ = 0;
 };
 
-struct FileCloser {
-  void operator()(std::FILE* file) const { std::fclose(file); }
-};
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in) throw IoError("cannot open '" + path + "' for reading");
-  const std::streamsize size = in.tellg();
-  if (size < 0) throw IoError("cannot read '" + path + "'");
-  std::string bytes(static_cast<std::size_t>(size), '\0');
-  in.seekg(0);
-  if (!in.read(bytes.data(), size)) throw IoError("cannot read '" + path + "'");
-  return bytes;
-}
-
 }  // namespace
+
+// ---------------------------------------------------------------------------------------------
 
 class IndexSerializer {
  public:
@@ -251,13 +623,26 @@ class IndexSerializer {
     const std::size_t dim = h.dim;
 
     float* rows = index->store_.reserve_rows_for_restore(nodes);
-    std::memcpy(rows, in + offset, nodes * dim * sizeof(float));
+    copy_bytes(rows, in + offset, nodes * dim * sizeof(float));
     offset += nodes * dim * sizeof(float);
-    for (std::size_t i = 0; i < nodes * dim; ++i) {
-      if (!std::isfinite(rows[i])) corrupt("stored vector contains NaN or inf");
+    // Cosine rows were normalized on the way in and "ip" rows checked to be unit length: the
+    // distance 1 - dot relies on it. Same sum as Index::add's check, so what passed it passes.
+    const bool unit_rows = params.metric == Metric::cosine ||
+                           (params.metric == Metric::ip && params.require_unit_norm);
+    for (std::size_t node = 0; node < nodes; ++node) {
+      const float* row = rows + node * dim;
+      double squared = 0.0;
+      for (std::size_t j = 0; j < dim; ++j) {
+        if (!std::isfinite(row[j])) corrupt("stored vector contains NaN or inf");
+        squared += static_cast<double>(row[j]) * row[j];
+      }
+      if (unit_rows && std::fabs(std::sqrt(squared) - 1.0) > kUnitLengthTolerance) {
+        corrupt("stored vector of node " + std::to_string(node) + " is not unit length (metric " +
+                metric_name(params.metric) + ")");
+      }
     }
     std::vector<std::int64_t> labels(nodes);
-    std::memcpy(labels.data(), in + offset, nodes * 8);
+    copy_bytes(labels.data(), in + offset, nodes * 8);
     offset += nodes * 8;
     std::vector<std::uint8_t> deleted(in + offset, in + offset + nodes);
     offset += nodes;
@@ -267,14 +652,24 @@ class IndexSerializer {
     std::size_t live = 0;
     std::uint64_t upper_words = 0;
     int top_level = -1;
-    std::unordered_set<std::int64_t> live_labels;
+    // The store's label invariant (store.hpp): a label names its latest node and every older
+    // node with that label is deleted. Otherwise ids() would list a node find() cannot see.
+    std::unordered_map<std::int64_t, std::size_t> latest_node;
+    latest_node.reserve(nodes);
     for (std::size_t node = 0; node < nodes; ++node) {
-      if (labels[node] < 0 || labels[node] >= h.next_label) corrupt("id out of range");
-      if (deleted[node] > 1) corrupt("bad deleted flag");
-      if (deleted[node] == 0) {
-        ++live;
-        if (!live_labels.insert(labels[node]).second) corrupt("two live vectors share an id");
+      const std::int64_t label = labels[node];
+      if (label < 0 || static_cast<std::uint64_t>(label) >= h.next_label) {
+        corrupt("id out of range (node " + std::to_string(node) + ")");
       }
+      if (deleted[node] > 1) corrupt("bad deleted flag");
+      const auto [slot, first] = latest_node.try_emplace(label, node);
+      if (!first) {
+        if (deleted[slot->second] == 0) {
+          corrupt("id " + std::to_string(label) + " has a live node followed by a newer node");
+        }
+        slot->second = node;
+      }
+      if (deleted[node] == 0) ++live;
       if (levels[node] >= graph::kMaxLevel) corrupt("node level out of range");
       top_level = std::max<int>(top_level, levels[node]);
       upper_words += static_cast<std::uint64_t>(levels[node]) * (1 + h.M);
@@ -290,7 +685,7 @@ class IndexSerializer {
     graph.reserve(nodes);
     for (std::size_t node = 0; node < nodes; ++node) graph.append_node(levels[node]);
     const std::size_t level0_words = nodes * graph.level0_stride();
-    if (nodes > 0) std::memcpy(graph.level0_row(0), in + offset, level0_words * 4);
+    if (nodes > 0) copy_bytes(graph.level0_row(0), in + offset, level0_words * 4);
     offset += level0_words * 4;
     for (std::size_t node = 0; node < nodes; ++node) {
       const std::uint32_t* row = graph.level0_row(static_cast<NodeId>(node));
@@ -302,7 +697,7 @@ class IndexSerializer {
       if (level == 0) continue;
       std::uint32_t* upper = graph.upper_rows(static_cast<NodeId>(node));
       const std::size_t words = static_cast<std::size_t>(level) * graph.upper_stride();
-      std::memcpy(upper, in + offset, words * 4);
+      copy_bytes(upper, in + offset, words * 4);
       offset += words * 4;
       for (int l = 0; l < level; ++l) {
         const std::uint32_t* link_row = upper + static_cast<std::size_t>(l) * graph.upper_stride();
@@ -316,7 +711,7 @@ class IndexSerializer {
     graph.set_entry(h.entry_point, h.max_level);
 
     index->rotation_.resize(h.rotation_floats);
-    std::memcpy(index->rotation_.data(), in + offset, h.rotation_floats * sizeof(float));
+    copy_bytes(index->rotation_.data(), in + offset, h.rotation_floats * sizeof(float));
     offset += h.rotation_floats * sizeof(float);
     for (float value : index->rotation_) {
       if (!std::isfinite(value)) corrupt("rotation contains NaN or inf");
@@ -335,30 +730,31 @@ class IndexSerializer {
 };
 
 void Index::save(const std::string& path, const std::string& metadata) const {
+  const SaveTarget target = resolve_save_target(path);
+  const std::string directory = directory_of(target.path);
+  const std::string prefix = temporary_prefix(name_of(target.path));
+  remove_stale_temporaries(directory, prefix);
+
   std::lock_guard<std::mutex> writer(writer_mutex_);
   auto lock = read_lock();
-  // Unique temporary name in the same directory, then an atomic rename over the target.
-  static std::atomic<unsigned> counter{0};
-  const std::string temporary =
-      path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter.fetch_add(1));
-  {
-    std::unique_ptr<std::FILE, FileCloser> file(std::fopen(temporary.c_str(), "wb"));
-    if (!file) throw IoError("cannot open '" + temporary + "' for writing");
-    try {
-      Writer out(file.get());
-      IndexSerializer::write(*this, metadata, out);
-      if (std::fflush(file.get()) != 0) throw IoError("write failed (disk full?)");
-      ::fsync(::fileno(file.get()));
-    } catch (...) {
-      file.reset();
-      std::remove(temporary.c_str());
-      throw;
-    }
+  const std::unique_ptr<TemporaryFile> temporary = create_temporary(directory, prefix);
+  // A replaced file keeps its permission bits (best effort: some filesystems have none).
+  if (target.exists) static_cast<void>(::fchmod(temporary->fd().get(), target.mode & 07777));
+  Writer out(temporary->fd().get());
+  IndexSerializer::write(*this, metadata, out);
+  out.flush();
+  if (::fsync(temporary->fd().get()) != 0) {
+    throw IoError("cannot save to " + shown(path) + ": fsync failed: " + error_text(errno));
   }
-  if (std::rename(temporary.c_str(), path.c_str()) != 0) {
-    std::remove(temporary.c_str());
-    throw IoError("cannot rename the temporary file onto '" + path + "'");
+  if (temporary->fd().close() != 0) {
+    throw IoError("cannot save to " + shown(path) + ": close failed: " + error_text(errno));
   }
+  if (std::rename(temporary->path().c_str(), target.path.c_str()) != 0) {
+    throw IoError("cannot rename the temporary file onto " + shown(target.path) + ": " +
+                  error_text(errno));
+  }
+  temporary->mark_renamed();
+  sync_directory(directory, path);
 }
 
 std::string Index::to_bytes(const std::string& metadata) const {
@@ -371,7 +767,7 @@ std::string Index::to_bytes(const std::string& metadata) const {
 }
 
 std::unique_ptr<Index> Index::load(const std::string& path, std::string& metadata) {
-  return IndexSerializer::read(read_file(path), metadata);
+  return IndexSerializer::read(read_whole_file(path), metadata);
 }
 
 std::unique_ptr<Index> Index::from_bytes(const std::string& bytes, std::string& metadata) {
@@ -379,21 +775,17 @@ std::unique_ptr<Index> Index::from_bytes(const std::string& bytes, std::string& 
 }
 
 FileHeader read_header(const std::string& path, std::string& metadata) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in) throw IoError("cannot open '" + path + "' for reading");
-  const std::streamsize size = in.tellg();
-  if (size < 0) throw IoError("cannot read '" + path + "'");
+  std::uint64_t size = 0;
+  const FileDescriptor file = open_regular_file(path, size);
   std::array<unsigned char, kHeaderBytes> header{};
-  in.seekg(0);
-  if (static_cast<std::size_t>(size) >= kHeaderBytes) {
-    in.read(reinterpret_cast<char*>(header.data()), kHeaderBytes);
-  }
+  read_at(file, path, 0, header.data(), header.size());
   const FileHeader h = decode_header(header.data(), static_cast<std::size_t>(size));
   metadata.assign(h.metadata_bytes, '\0');
   std::uint32_t stored_crc = 0;
-  in.read(metadata.data(), static_cast<std::streamsize>(h.metadata_bytes));
-  in.read(reinterpret_cast<char*>(&stored_crc), 4);
-  if (!in) throw IoError("cannot read '" + path + "'");
+  const bool complete =
+      read_at(file, path, kHeaderBytes, metadata.data(), metadata.size()) == metadata.size() &&
+      read_at(file, path, kHeaderBytes + h.metadata_bytes, &stored_crc, 4) == 4;
+  if (!complete) corrupt("file is shorter than its header says (truncated)");
   if (stored_crc != crc32(0, metadata.data(), metadata.size())) {
     corrupt("metadata checksum mismatch");
   }

@@ -1,17 +1,20 @@
-// The index file format, version 1 (all integers little-endian, as written by the host):
+// The index file format, version 1. Integers are in the byte order of the host that wrote the
+// file; the endianness tag 0x01020304 tells a reader which, and a file of the other order is
+// refused. Every machine matry runs on today is little-endian.
 //
-//   header, 128 bytes   magic "MATRYIDX", format version, endianness tag 0x01020304, header size,
+//   header, 128 bytes   magic "MATRYIDX", format version, endianness tag, header size,
 //                       metric, dim, node and live counts, M, ef_construction, seed, ef,
 //                       prefix_dim, next id, entry point, max level, metadata / rotation /
 //                       payload sizes, flags, CRC-32 of the header bytes before it
+//                       (byte offsets: for_each_header_field in io.cpp)
 //   metadata            JSON text (opaque to C++), then its CRC-32
 //   payload             vectors f32[nodes*dim], labels i64[nodes], deleted u8[nodes],
 //                       levels u8[nodes], level-0 links u32[nodes*(1+2M)],
 //                       upper links u32[sum(level)*(1+M)], rotation f32[rotation_floats]
 //   trailer             CRC-32 of every byte before it
 //
-// Load checks sizes, both CRCs and then every field and link before building an index; any
-// failure is a CorruptIndex error naming what is wrong.
+// Load checks sizes, both CRCs and then every field, link and invariant the index relies on
+// before building it; any failure is a CorruptIndex error naming what is wrong.
 #pragma once
 
 #include <cstdint>
@@ -32,7 +35,9 @@ struct FileHeader {
   std::uint64_t seed = 0;
   std::uint64_t ef = 0;
   std::uint64_t prefix_dim = 0;
-  std::int64_t next_label = 0;
+  // One past the largest id, up to 2^63. Files before this field was read as unsigned stored
+  // it as an int64, and every value they could read back was non-negative: the same bits.
+  std::uint64_t next_label = 0;
   std::uint32_t entry_point = 0;
   std::int32_t max_level = -1;
   std::uint64_t metadata_bytes = 0;

@@ -21,7 +21,8 @@ NodeId VectorStore::append(const float* row, std::int64_t label) {
   deleted_.push_back(0);
   node_of_label_[label] = static_cast<NodeId>(node);
   ++live_count_;
-  next_label_ = std::max(next_label_, label + 1);
+  // label <= 2^63 - 1, so label + 1 fits in the unsigned count.
+  next_label_ = std::max(next_label_, static_cast<std::uint64_t>(label) + 1);
   return static_cast<NodeId>(node);
 }
 
@@ -55,7 +56,7 @@ float* VectorStore::reserve_rows_for_restore(std::size_t node_count) {
 }
 
 void VectorStore::restore(std::vector<std::int64_t> labels, std::vector<std::uint8_t> deleted,
-                          std::int64_t next_label) {
+                          std::uint64_t next_label) {
   labels_ = std::move(labels);
   deleted_ = std::move(deleted);
   node_of_label_.clear();

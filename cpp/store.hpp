@@ -1,5 +1,9 @@
 // Vector storage: contiguous rows of `dim` floats, the label of each node, the label -> node map
 // and the deleted flags. Nodes are never moved or reused, so node ids stay valid for the graph.
+//
+// Invariants (io.cpp checks them on load): every label is in [0, next_label); a label names its
+// latest node, and every older node with the same label is deleted, so at most one node per
+// label is live and it is the one find() returns.
 #pragma once
 
 #include <cstdint>
@@ -14,6 +18,14 @@ namespace matry {
 
 using graph::NodeId;
 
+// Ids (labels) are the non-negative int64 values: 2^63 of them. "One past the largest id" can be
+// 2^63, which int64 cannot hold, so next_label is kept as a uint64 up to this count.
+constexpr std::uint64_t kLabelCount = std::uint64_t{1} << 63;
+
+// Rows stored under metric "ip" (with require_unit_norm) must have |norm - 1| within this, and
+// cosine rows are normalized to it: Index::add rejects rows outside it and load checks it.
+constexpr float kUnitLengthTolerance = 1e-3f;
+
 class VectorStore {
  public:
   explicit VectorStore(std::size_t dim) : dim_(dim) {}
@@ -23,8 +35,9 @@ class VectorStore {
   std::size_t live_count() const { return live_count_; }
   std::size_t capacity() const { return vectors_.capacity() / dim_; }
   bool has_deleted() const { return live_count_ != labels_.size(); }
-  // Smallest label never used so far: default ids continue from here.
-  std::int64_t next_label() const { return next_label_; }
+  // One past the largest label ever used (0 for a new store, at most kLabelCount): default ids
+  // continue from here.
+  std::uint64_t next_label() const { return next_label_; }
 
   void reserve(std::size_t capacity);
   // Copies `row`; `label` now names the new node (an older node with it stays a tombstone).
@@ -46,9 +59,10 @@ class VectorStore {
   void mark_deleted(NodeId node);
   void unmark_deleted(NodeId node);
 
-  // Rebuilds a store from saved parts (io.cpp); labels map to their latest node.
+  // Rebuilds a store from saved parts that io.cpp has checked against the invariants above;
+  // labels map to their latest node.
   void restore(std::vector<std::int64_t> labels, std::vector<std::uint8_t> deleted,
-               std::int64_t next_label);
+               std::uint64_t next_label);
   float* reserve_rows_for_restore(std::size_t node_count);
   std::size_t memory_bytes() const;
 
@@ -59,7 +73,7 @@ class VectorStore {
   std::vector<std::uint8_t> deleted_;
   std::unordered_map<std::int64_t, NodeId> node_of_label_;
   std::size_t live_count_ = 0;
-  std::int64_t next_label_ = 0;
+  std::uint64_t next_label_ = 0;
 };
 
 }  // namespace matry

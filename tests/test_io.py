@@ -274,3 +274,102 @@ def test_golden_file_still_loads_with_the_same_results() -> None:
     live = expected["live_ids"]
     true_ids, _ = exact_top_k("cosine", expected["queries"], expected["vectors"][live], live, 5)
     np.testing.assert_array_equal(expected["found_ids"], true_ids)
+
+
+# -- ids near 2^63 ----------------------------------------------------------------------------
+
+LARGEST_ID = 2**63 - 1
+EDGE_IDS = (0, 2**62, 2**63 - 2, LARGEST_ID)
+
+
+def edge_id_index() -> matry.Index:
+    ix = matry.Index(dim=4, metric="l2", seed=0)
+    ix.add(np.eye(4, dtype=np.float32) + 1.0, ids=list(EDGE_IDS), num_threads=1)
+    return ix
+
+
+def round_trips(ix: matry.Index, tmp_path: Path) -> dict[str, matry.Index]:
+    path = tmp_path / "edge.matry"
+    ix.save(path)
+    core, metadata = matry._core.Index.from_bytes(ix._core.to_bytes())
+    return {
+        "save/load": matry.Index.load(path),
+        "pickle": pickle.loads(pickle.dumps(ix)),
+        "to_bytes/from_bytes": matry.Index(0, _core_index=core),
+    }
+
+
+def test_every_accepted_id_round_trips(tmp_path: Path) -> None:
+    ix = edge_id_index()
+    for how, restored in round_trips(ix, tmp_path).items():
+        np.testing.assert_array_equal(restored.ids(), np.array(EDGE_IDS, dtype=np.int64), how)
+        for id in EDGE_IDS:
+            assert id in restored, how
+        np.testing.assert_array_equal(restored.get([LARGEST_ID]), ix.get([LARGEST_ID]), how)
+        found, _ = restored.search(np.eye(4, dtype=np.float32)[3] + 1.0, k=1)
+        assert found[0, 0] == LARGEST_ID, how
+        restored.remove([LARGEST_ID, 2**63 - 2])
+        np.testing.assert_array_equal(restored.ids(), [0, 2**62], how)
+        restored.add(np.ones((1, 4), dtype=np.float32), ids=[LARGEST_ID])
+        assert LARGEST_ID in restored, how
+
+
+def test_default_ids_stop_at_the_largest_id_and_change_nothing(tmp_path: Path) -> None:
+    ix = matry.Index(dim=4, metric="l2")
+    ix.add(np.ones((1, 4), dtype=np.float32), ids=[2**63 - 2])
+    before = ix._core.to_bytes()
+    with pytest.raises(ValueError, match=r"^ids: .*2\^63 - 1.*pass explicit ids"):
+        ix.add(np.ones((2, 4), dtype=np.float32))  # would be 2^63 - 1 and 2^63
+    assert ix._core.to_bytes() == before
+    # One more default id still fits: 2^63 - 1 itself.
+    np.testing.assert_array_equal(ix.add(np.zeros((1, 4), dtype=np.float32)), [LARGEST_ID])
+    after_largest = ix._core.to_bytes()
+    with pytest.raises(ValueError, match="pass explicit ids"):
+        ix.add(np.zeros((1, 4), dtype=np.float32))
+    assert ix._core.to_bytes() == after_largest
+    # Removing the largest id does not make its successor available (ids are never reused),
+    # and the limit survives a round trip.
+    ix.remove([LARGEST_ID])
+    for how, restored in round_trips(ix, tmp_path).items():
+        with pytest.raises(ValueError, match="pass explicit ids"):
+            restored.add(np.zeros((1, 4), dtype=np.float32))
+        assert len(restored) == 1, how
+        restored.add(np.zeros((1, 4), dtype=np.float32), ids=[5])
+        assert 5 in restored, how
+
+
+def test_default_ids_continue_after_a_large_explicit_id(tmp_path: Path) -> None:
+    ix = matry.Index(dim=4, metric="l2")
+    ix.add(np.ones((1, 4), dtype=np.float32), ids=[2**62])
+    restored = round_trips(ix, tmp_path)["save/load"]
+    np.testing.assert_array_equal(
+        restored.add(np.ones((3, 4), dtype=np.float32)), 2**62 + np.arange(1, 4)
+    )
+
+
+def test_ef_above_2_to_the_30_round_trips(tmp_path: Path) -> None:
+    ix = build_index("l2", n=20)
+    ix.ef = 2**31
+    for how, restored in round_trips(ix, tmp_path).items():
+        assert restored.ef == 2**31, how
+
+
+@pytest.mark.parametrize("state", [None, {}, {"index": "text"}, {"index": 5}, [b"MATRYIDX"]])
+def test_unpickling_a_bad_state_raises_corrupt_index_error(state: object) -> None:
+    ix = matry.Index.__new__(matry.Index)
+    with pytest.raises(matry.CorruptIndexError, match="pickled state"):
+        ix.__setstate__(state)  # type: ignore[arg-type]
+
+
+def test_a_rotation_just_inside_the_tolerance_loads_back(tmp_path: Path) -> None:
+    """Accepted in float64 at construction, stored as float32: the load must accept it too."""
+    rng = np.random.default_rng(8)
+    q, _ = np.linalg.qr(rng.standard_normal((32, 32)))
+    # R @ R.T = (1 + 0.99995e-4) I: inside 1e-4 in float64, just outside it once rounded.
+    rotation = q * np.sqrt(1 + 0.99995e-4)
+    ix = matry.Index(dim=32, metric="l2", rotation=rotation)
+    ix.add(rng.standard_normal((10, 32)).astype(np.float32))
+    stored = ix.rotation.astype(np.float64)
+    assert np.abs(stored @ stored.T - np.eye(32)).max() > 1e-4
+    for how, restored in round_trips(ix, tmp_path).items():
+        np.testing.assert_array_equal(restored.rotation, ix.rotation, how)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 import threading
 from typing import Any, Union
 
@@ -20,10 +21,14 @@ PathLike = Union[str, "os.PathLike[str]"]
 _METRICS = ("cosine", "ip", "l2")
 DEFAULT_EF = 64
 _ORTHOGONALITY_TOLERANCE = 1e-4
+# A rotation is checked in float64 and stored as float32; the rounding moves R @ R.T by at most
+# about 2 * 2^-24 per entry (Cauchy-Schwarz over unit rows). A loaded one gets this much more.
+_STORED_ROTATION_SLACK = 1e-6
 
 
 def simd_level() -> str:
-    """Instruction set of the kernels in use: "scalar", "avx2", "avx512" or "neon".
+    """Instruction set of the kernels in use: "scalar", "avx2", "avxvnni", "avx512", "avx512vnni"
+    or "neon".
 
     Chosen once at import from what the CPU supports; ``MATRY_SIMD`` forces a level.
     """
@@ -416,37 +421,103 @@ class Index:
             raise ValueError(f"metadata: not JSON-serializable ({error})") from None
 
     def save(self, path: PathLike) -> None:
-        """Writes the index (with :attr:`metadata` and :attr:`ef`) atomically to ``path``."""
-        self._core.save(os.fspath(path), self._metadata_json())
+        """Writes the index (with :attr:`metadata` and :attr:`ef`) atomically to ``path``.
+
+        The bytes go to a temporary file in the same directory, which is fsynced, renamed over
+        ``path``, and then the directory is fsynced. If the process is killed or the machine
+        crashes at any moment, ``path`` holds either its old contents or the complete new
+        index, never a mix. A crash can leave the temporary file behind, named
+        ``.<16 hex digits>.matry-tmp-<pid>-<n>`` beside ``path``; the next save to the same
+        ``path`` removes those whose process is no longer running.
+
+        If ``path`` is a symbolic link, the file it points to is replaced and the link is kept.
+        A replaced file keeps its permission bits. An existing ``path`` that is not a regular
+        file (a directory, FIFO, device or socket) is never replaced: OSError. A path with a
+        NUL byte raises ValueError.
+        """
+        self._core.save(_path_bytes(path), self._metadata_json())
 
     @classmethod
     def load(cls, path: PathLike) -> Index:
         """Loads a saved index; CorruptIndexError names what is wrong with a bad file."""
         core, metadata_json = _core.Index.load(_existing_file(path))
-        return cls(0, _core_index=core, _metadata=_parse_metadata(metadata_json)["user"])
+        metadata = _parse_metadata(metadata_json)["user"]
+        _check_loaded_rotation(core)
+        return cls(0, _core_index=core, _metadata=metadata)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"index": self._core.to_bytes(self._metadata_json())}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        core, metadata_json = _core.Index.from_bytes(state["index"])
-        self.__init__(0, _core_index=core, _metadata=_parse_metadata(metadata_json)["user"])  # type: ignore[misc]
+        data = state.get("index") if isinstance(state, dict) else None
+        if not isinstance(data, bytes):
+            raise CorruptIndexError("pickled state: expected a dict with the index bytes")
+        core, metadata_json = _core.Index.from_bytes(data)
+        metadata = _parse_metadata(metadata_json)["user"]
+        _check_loaded_rotation(core)
+        self.__init__(0, _core_index=core, _metadata=metadata)  # type: ignore[misc]
 
 
-def _existing_file(path: PathLike) -> str:
-    name = os.fspath(path)
-    if not os.path.exists(name):
-        raise FileNotFoundError(errno.ENOENT, "no such index file", name)
-    if os.path.isdir(name):
-        raise IsADirectoryError(errno.EISDIR, "is a directory, not an index file", name)
+def _path_bytes(path: PathLike) -> bytes:
+    """``path`` as the bytes the OS sees (any file name, UTF-8 or not), or ValueError."""
+    name = os.fsencode(os.fspath(path))
+    if not name:
+        raise ValueError("path: empty")
+    if b"\0" in name:
+        # The C file API would cut the path at the NUL and write to another file.
+        raise ValueError(f"path: contains a NUL byte ({os.fsdecode(name)!r})")
     return name
+
+
+def _existing_file(path: PathLike) -> bytes:
+    """``path`` of an existing regular file (followed through symlinks), or OSError / ValueError.
+
+    Checked before the core opens it: opening a FIFO would wait for a writer forever.
+    """
+    name = _path_bytes(path)
+    shown = os.fsdecode(name)
+    try:
+        mode = os.stat(name).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, "no such index file", shown) from None
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not an index file", shown)
+    if not stat.S_ISREG(mode):
+        raise OSError(errno.EINVAL, f"is {_file_kind(mode)}, not a regular index file", shown)
+    return name
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def _check_loaded_rotation(core: _core.Index) -> None:
+    """A stored rotation must still be orthogonal: searches rotate every query with it."""
+    rotation = core.rotation
+    if rotation is None:
+        return
+    matrix = np.asarray(rotation, dtype=np.float64)
+    error = float(np.abs(matrix @ matrix.T - np.eye(matrix.shape[0])).max())
+    if not error <= _ORTHOGONALITY_TOLERANCE + _STORED_ROTATION_SLACK:  # NaN fails too
+        raise CorruptIndexError(f"stored rotation is not orthogonal (max deviation {error:.2e})")
 
 
 def _parse_metadata(metadata_json: bytes) -> dict[str, Any]:
     try:
         parsed = json.loads(metadata_json.decode("utf-8")) if metadata_json else {}
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CorruptIndexError(f"metadata block is not valid JSON ({error})") from None
+    except (ValueError, RecursionError) as error:
+        # ValueError covers bad UTF-8, bad JSON and integers over Python's digit limit;
+        # RecursionError, arrays or objects nested deeper than the interpreter's stack.
+        reason = "nested too deeply" if isinstance(error, RecursionError) else str(error)
+        raise CorruptIndexError(f"metadata block is not valid JSON ({reason})") from None
     if not isinstance(parsed, dict):
         raise CorruptIndexError("metadata block is not a JSON object")
     user = parsed.get("user", {})
