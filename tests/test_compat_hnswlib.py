@@ -1074,3 +1074,52 @@ def test_bfindex_is_exact_and_follows_the_api(space: str, tmp_path: Any) -> None
     assert loaded.get_current_count() == 300
     copy = pickle.loads(pickle.dumps(loaded))
     np.testing.assert_array_equal(copy.knn_query(queries, k=3)[0], loaded.knn_query(queries, 3)[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# scripts/run_hnswlib_suite.py
+
+
+def test_suite_runner_points_hnswlib_at_the_shim(tmp_path: Any) -> None:
+    """The runner, on a stand-in for hnswlib's tests/python: `import hnswlib` is the shim there,
+    each test gets a line, and the summary counts passes and failures."""
+    import subprocess
+    import sys
+
+    tests = tmp_path / "tests" / "python"
+    tests.mkdir(parents=True)
+    (tests / "bindings_test_standin.py").write_text(
+        "import unittest\n"
+        "import hnswlib\n"
+        "from matry.compat import hnswlib as shim\n\n"
+        "class StandIn(unittest.TestCase):\n"
+        "    def test_resolves_to_the_shim(self):\n"
+        "        self.assertIs(hnswlib.Index, shim.Index)\n"
+        "        print('chatter that must not reach the summary')\n\n"
+        "    def test_fails(self):\n"
+        "        self.assertEqual(1, 2)\n"
+    )
+    (tests / "helper_not_a_test.py").write_text("raise SystemExit('must not be collected')\n")
+    script = os.path.join(os.path.dirname(__file__), os.pardir, "scripts", "run_hnswlib_suite.py")
+    run = subprocess.run(
+        [sys.executable, script, "--tests", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 1, run.stderr
+    lines = run.stdout.splitlines()
+    assert any(line.startswith("hnswlib resolves to ") and "shim" in line for line in lines)
+    assert any(
+        line.startswith("PASS  bindings_test_standin.StandIn.test_resolves_to_the_shim")
+        for line in lines
+    )
+    assert any(
+        line.startswith("FAIL  bindings_test_standin.StandIn.test_fails")
+        and line.endswith("AssertionError: 1 != 2")
+        for line in lines
+    )
+    assert lines[-1].startswith("2 tests: 1 passed, 1 failed, 0 errors, 0 skipped")
+    assert "chatter" not in run.stdout
+    assert not list(tmp_path.glob("**/hnswlib.py"))  # the shim module lived in a temp dir
