@@ -132,6 +132,72 @@ def test_add_assigns_ids_and_accepts_explicit_ones(encoder: Encoder) -> None:
     assert all(hit.id != 0 for hit in docs.search("alpha", k=5))
 
 
+NON_INTEGRAL_IDS = [
+    [1.7],
+    [3.0],  # float dtypes are refused outright, integral or not (as matry.Index does)
+    np.array([2.0, 4.0]),
+    [True],
+    True,
+    ["1"],
+    "1",
+    [1, 2.5],
+    1.7,
+]
+
+
+@pytest.mark.parametrize("bad", NON_INTEGRAL_IDS, ids=repr)
+def test_remove_refuses_non_integer_ids_and_changes_nothing(
+    collection: Collection, bad: object
+) -> None:
+    before = collection.ids().tolist()
+    with pytest.raises(ValueError, match="ids"):
+        collection.remove(bad)  # type: ignore[arg-type]
+    assert collection.ids().tolist() == before
+    assert [collection.get_text(i) for i in before] == DOCUMENTS
+
+
+@pytest.mark.parametrize("bad", NON_INTEGRAL_IDS, ids=repr)
+def test_add_refuses_non_integer_ids_and_changes_nothing(encoder: Encoder, bad: object) -> None:
+    docs = Collection(encoder)
+    count = np.asarray(bad).size
+    with pytest.raises(ValueError, match="ids"):
+        docs.add(["some text"] * count, ids=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="ids"):
+        docs.add_vectors(
+            encoder.encode(["some text"] * count),
+            encoder.fingerprint,
+            ids=bad,  # type: ignore[arg-type]
+        )
+    assert len(docs) == 0
+
+
+def test_integer_ids_of_any_integer_type_are_accepted(collection: Collection) -> None:
+    collection.remove(np.array([1], dtype=np.uint8))
+    collection.remove(np.int64(2))
+    collection.remove(np.array([[3]], dtype=np.int32))
+    assert collection.ids().tolist() == [0, 4, 5]
+    collection.remove([])
+    assert len(collection) == 3
+    with pytest.raises(ValueError, match="ids"):
+        collection.remove([-1])
+    with pytest.raises(ValueError, match="duplicate"):
+        collection.remove([0, 0])
+    with pytest.raises(KeyError):
+        collection.remove([4, 99])  # one unknown id: nothing is removed
+    assert collection.ids().tolist() == [0, 4, 5]
+
+
+@pytest.mark.parametrize("bad", [1.7, 1.0, True, "1", None])
+def test_single_id_lookups_refuse_non_integers(collection: Collection, bad: object) -> None:
+    for lookup in (collection.get_text, collection.get_metadata):
+        with pytest.raises(ValueError, match="id: expected an integer"):
+            lookup(bad)  # type: ignore[arg-type]
+    assert collection.get_text(np.int64(1)) == DOCUMENTS[1]
+    assert collection.get_metadata(np.uint32(1)) == DOCUMENT_METADATA[1]
+    with pytest.raises(KeyError):
+        collection.get_text(99)
+
+
 def test_vectors_added_with_the_right_fingerprint_are_accepted(encoder: Encoder) -> None:
     docs = Collection(encoder)
     vectors = encoder.encode(DOCUMENTS[:3])

@@ -1,8 +1,10 @@
 """matry.compat.hnswlib: hnswlib 0.8's documented examples run unchanged through the shim, the
 API behaves like hnswlib's (names, shapes, dtypes, distances, errors), bad input is refused.
 
-The real hnswlib, where installed, is compared in the last tests (skipped without it); every
-other test runs without hnswlib.
+Every test states hnswlib's behaviour directly and runs without hnswlib; the side-by-side
+comparison with the real hnswlib lives in bench/test_hnswlib_parity.py (a bench-only
+dependency), and hnswlib's own test suite runs through the shim with
+scripts/run_hnswlib_suite.py.
 """
 
 from __future__ import annotations
@@ -613,6 +615,29 @@ def test_get_items_and_get_ids_list_shapes() -> None:
     assert ids == [0, 1, 2, 3, 4] and all(type(label) is int for label in ids)
 
 
+def test_get_items_reads_label_arrays_along_their_first_axis() -> None:
+    rng = np.random.default_rng(31)
+    data = gaussian(rng, 40, 6)
+    index = make_index("l2", data)
+    index.set_ef(50)
+    labels, _ = index.knn_query(data[5:15], k=1)  # uint64 [10, 1], as hnswlib returns it
+    vectors = index.get_items(labels)
+    assert vectors.dtype == np.float32 and vectors.shape == (10, 6)
+    np.testing.assert_array_equal(vectors, data[labels[:, 0].astype(np.int64)])
+    np.testing.assert_array_equal(index.get_items(labels.reshape(10, 1, 1)), vectors)
+    as_list = index.get_items(labels, return_type="list")
+    assert isinstance(as_list, list) and as_list == vectors.tolist()
+    np.testing.assert_array_equal(index.get_items((3, 1)), data[[3, 1]])
+    np.testing.assert_array_equal(index.get_items(range(2, 5)), data[2:5])
+    assert index.get_items(np.empty((0, 1), np.uint64)).shape == (0,)
+    wide, _ = index.knn_query(data[:4], k=3)
+    for ambiguous in (wide, np.arange(8).reshape(2, 2, 2)):  # hnswlib: first n flat labels
+        with pytest.raises(ValueError, match=r"ids: expected one label per row.*reshape") as err:
+            index.get_items(ambiguous)
+        assert isinstance(err.value, RuntimeError)
+    np.testing.assert_array_equal(index.get_items(wide.reshape(-1)), data[wide.reshape(-1)])
+
+
 def test_knn_query_edge_shapes_and_too_few_elements() -> None:
     rng = np.random.default_rng(4)
     data = gaussian(rng, 6, 4)
@@ -849,6 +874,113 @@ def test_other_bad_input_raises_and_changes_nothing() -> None:
     assert index.get_ids_list() == list(range(10))
 
 
+@pytest.mark.parametrize("space", SPACES)
+@pytest.mark.parametrize("bad_value", [np.nan, np.inf, -np.inf])
+def test_nan_and_inf_rows_raise_runtime_error_naming_data(space: str, bad_value: float) -> None:
+    rng = np.random.default_rng(32)
+    data = gaussian(rng, 10, 4)
+    bad_rows = data[:3].copy()
+    bad_rows[1, 2] = bad_value
+    index = make_index(space, data, max_elements=20)
+    bf = shim.BFIndex(space, 4)
+    bf.init_index(20)
+    bf.add_items(data)
+    for call in (
+        lambda: index.add_items(bad_rows, [30, 31, 32]),
+        lambda: index.knn_query(bad_rows),
+        lambda: bf.add_items(bad_rows, [30, 31, 32]),
+        lambda: bf.knn_query(bad_rows),
+    ):
+        with pytest.raises(RuntimeError, match="^data: row 1 contains NaN or inf$") as caught:
+            call()
+        assert isinstance(caught.value, ValueError)
+    assert index.get_ids_list() == list(range(10))
+    assert bf.get_current_count() == 10
+
+
+def test_all_zero_rows_under_cosine() -> None:
+    rng = np.random.default_rng(33)
+    data = gaussian(rng, 8, 4)
+    with_zero = data[:3].copy()
+    with_zero[2] = 0.0
+    index = make_index("cosine", data, max_elements=20)
+    for call in (
+        lambda: index.add_items(with_zero, [20, 21, 22]),
+        lambda: index.knn_query(with_zero),
+    ):
+        with pytest.raises(RuntimeError, match="^data: row 2 is all zeros") as caught:
+            call()
+        assert isinstance(caught.value, ValueError)
+    assert index.get_current_count() == 8
+    l2 = make_index("l2", data, max_elements=20)
+    l2.add_items(with_zero, [20, 21, 22])  # only 'cosine' needs a direction
+    assert l2.knn_query(np.zeros(4), k=1)[0][0, 0] == 22
+    bf = shim.BFIndex("cosine", 4)  # as hnswlib: a zero row stays zero, at distance 1
+    bf.init_index(4)
+    bf.add_items(with_zero)
+    labels, distances = bf.knn_query(np.zeros(4), k=3)
+    np.testing.assert_allclose(distances, [[1.0, 1.0, 1.0]])
+
+
+def test_init_index_arguments_follow_hnswlib() -> None:
+    for M in (0, 1, 129):  # outside matry's range: RuntimeError, like hnswlib's own errors
+        index = shim.Index("l2", 4)
+        with pytest.raises(RuntimeError, match="^M: must be") as caught:
+            index.init_index(10, M=M)
+        assert isinstance(caught.value, ValueError)
+        assert index.M == 0 and index.max_elements == 0  # still uninitialised
+        index.init_index(10, M=8)  # and initialisable
+        assert index.M == 8
+    for argument in ("max_elements", "M", "ef_construction", "random_seed"):
+        values = {"max_elements": 10, argument: -1}
+        with pytest.raises(TypeError, match=f"^{argument}: must be >= 0") as caught:
+            shim.Index("l2", 4).init_index(**values)
+        assert isinstance(caught.value, RuntimeError) and isinstance(caught.value, ValueError)
+        values[argument] = 2.5  # type: ignore[assignment]
+        with pytest.raises(TypeError, match=f"^{argument}: expected an integer"):
+            shim.Index("l2", 4).init_index(**values)
+    for ef_construction, reported in ((0, 16), (5, 16), (16, 16), (200, 200)):
+        index = shim.Index("l2", 4)
+        index.init_index(10, M=16, ef_construction=ef_construction)
+        assert index.ef_construction == reported  # hnswlib: max(ef_construction, M)
+
+
+def test_negative_counts_and_labels_raise_like_hnswlib() -> None:
+    rng = np.random.default_rng(34)
+    data = gaussian(rng, 6, 4)
+    index = make_index("l2", data, max_elements=10)
+    for call in (
+        lambda: index.knn_query(data[0], k=-1),
+        lambda: index.set_ef(-1),
+        lambda: index.resize_index(-1),
+        lambda: index.mark_deleted(-1),
+        lambda: index.unmark_deleted(-2),
+    ):
+        with pytest.raises(TypeError, match="must be >= 0") as caught:  # hnswlib: TypeError
+            call()
+        assert isinstance(caught.value, RuntimeError) and isinstance(caught.value, ValueError)
+    for call in (lambda: index.add_items(data[0], [-1]), lambda: index.get_items([3, -1])):
+        with pytest.raises(OverflowError, match="non-negative") as caught:  # hnswlib: Overflow
+            call()
+        assert isinstance(caught.value, RuntimeError) and isinstance(caught.value, ValueError)
+    with pytest.raises(TypeError, match="label: expected an integer"):
+        index.mark_deleted(1.0)  # type: ignore[arg-type]
+    assert index.get_ids_list() == list(range(6)) and index.ef == 10
+
+
+def test_filter_exceptions_pass_through_unchanged() -> None:
+    rng = np.random.default_rng(35)
+    data = gaussian(rng, 30, 4)
+    index = make_index("l2", data)
+
+    def broken(label: int) -> bool:
+        raise ValueError(f"the filter refuses {label}")
+
+    with pytest.raises(ValueError, match="the filter refuses") as caught:
+        index.knn_query(data[:2], k=2, filter=broken)
+    assert not isinstance(caught.value, RuntimeError)  # the caller's own error, as raised
+
+
 @pytest.mark.parametrize("cls", [shim.Index, shim.BFIndex])
 def test_loading_a_file_of_another_space_or_dim_raises(cls: type, tmp_path: Any) -> None:
     rng = np.random.default_rng(14)
@@ -942,3 +1074,52 @@ def test_bfindex_is_exact_and_follows_the_api(space: str, tmp_path: Any) -> None
     assert loaded.get_current_count() == 300
     copy = pickle.loads(pickle.dumps(loaded))
     np.testing.assert_array_equal(copy.knn_query(queries, k=3)[0], loaded.knn_query(queries, 3)[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# scripts/run_hnswlib_suite.py
+
+
+def test_suite_runner_points_hnswlib_at_the_shim(tmp_path: Any) -> None:
+    """The runner, on a stand-in for hnswlib's tests/python: `import hnswlib` is the shim there,
+    each test gets a line, and the summary counts passes and failures."""
+    import subprocess
+    import sys
+
+    tests = tmp_path / "tests" / "python"
+    tests.mkdir(parents=True)
+    (tests / "bindings_test_standin.py").write_text(
+        "import unittest\n"
+        "import hnswlib\n"
+        "from matry.compat import hnswlib as shim\n\n"
+        "class StandIn(unittest.TestCase):\n"
+        "    def test_resolves_to_the_shim(self):\n"
+        "        self.assertIs(hnswlib.Index, shim.Index)\n"
+        "        print('chatter that must not reach the summary')\n\n"
+        "    def test_fails(self):\n"
+        "        self.assertEqual(1, 2)\n"
+    )
+    (tests / "helper_not_a_test.py").write_text("raise SystemExit('must not be collected')\n")
+    script = os.path.join(os.path.dirname(__file__), os.pardir, "scripts", "run_hnswlib_suite.py")
+    run = subprocess.run(
+        [sys.executable, script, "--tests", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 1, run.stderr
+    lines = run.stdout.splitlines()
+    assert any(line.startswith("hnswlib resolves to ") and "shim" in line for line in lines)
+    assert any(
+        line.startswith("PASS  bindings_test_standin.StandIn.test_resolves_to_the_shim")
+        for line in lines
+    )
+    assert any(
+        line.startswith("FAIL  bindings_test_standin.StandIn.test_fails")
+        and line.endswith("AssertionError: 1 != 2")
+        for line in lines
+    )
+    assert lines[-1].startswith("2 tests: 1 passed, 1 failed, 0 errors, 0 skipped")
+    assert "chatter" not in run.stdout
+    assert not list(tmp_path.glob("**/hnswlib.py"))  # the shim module lived in a temp dir

@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from .encoder import BUNDLED_MODEL, Encoder, _as_texts, fingerprints_match
 from .errors import ContractError, CorruptIndexError
-from .index import Index, read_metadata
+from .index import Index, _as_ids, read_metadata
 
 __all__ = ["Collection", "Hit"]
 
@@ -141,6 +141,9 @@ class Collection:
         )
 
     def _known_id(self, id: int) -> int:
+        # int(1.7) would quietly read item 1: only integers name items
+        if isinstance(id, bool) or not isinstance(id, (int, np.integer)):
+            raise ValueError(f"id: expected an integer, got {id!r}")
         key = int(id)
         if key not in self._texts:
             raise KeyError(f"id {key} is not in the collection")
@@ -218,8 +221,9 @@ class Collection:
         return assigned
 
     def remove(self, ids: npt.ArrayLike) -> None:
-        """Removes items (KeyError for an unknown id; nothing changes then)."""
-        id_list = np.atleast_1d(np.asarray(ids, dtype=np.int64)).tolist()
+        """Removes items (ValueError for non-integer ids, KeyError for an unknown one; nothing
+        changes then)."""
+        id_list = _as_ids(ids).tolist()
         self._index.remove(id_list)
         for item_id in id_list:
             del self._texts[item_id]
@@ -228,10 +232,7 @@ class Collection:
     def _check_new_ids(self, ids: npt.ArrayLike | None, count: int) -> np.ndarray | None:
         if ids is None:
             return None
-        array = np.atleast_1d(np.asarray(ids))
-        if array.dtype.kind not in "iu" and array.size:
-            raise ValueError(f"ids: expected integers, got an array of dtype {array.dtype}")
-        array = array.astype(np.int64).reshape(-1)
+        array = _as_ids(ids)
         if array.shape[0] != count:
             raise ValueError(f"ids: expected {count} ids (one per item), got {array.shape[0]}")
         if np.unique(array).shape[0] != array.shape[0]:

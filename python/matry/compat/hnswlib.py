@@ -7,22 +7,39 @@ signatures, defaults, result shapes and dtypes (labels ``uint64 [n, k]``, distan
 Distances: ``'l2'`` squared euclidean, ``'ip'`` ``1 - dot`` (any vectors, unit length not
 required), ``'cosine'`` ``1 - cos``.
 
+Errors: where hnswlib raises RuntimeError the shim raises :class:`HnswlibCompatError`, which
+is a ``RuntimeError`` and a ``ValueError`` (what matry raises), with hnswlib's message first.
+A negative count or label (which hnswlib declares unsigned) also is a ``TypeError``, and
+negative labels in an array an ``OverflowError``, as in hnswlib; a non-integer scalar count
+or label (``k=1.5``, ``mark_deleted(1.0)``) is a ``TypeError``. ``get_items`` raises
+hnswlib's ``ValueError`` for a scalar and for an unknown ``return_type``, and reads a 2-D label
+array such as the ``[n, 1]`` labels of ``knn_query(k=1)`` along its first axis.
+``ef_construction`` below ``M`` becomes ``M``, as in hnswlib.
+
 Where this shim deliberately differs from hnswlib 0.8:
 
 * Files are matry files (``Index``) or a small numpy archive (``BFIndex``), not hnswlib's
   binary format; neither library reads the other's files.
 * ``load_index`` refuses a file of another space or dimension (hnswlib silently reinterprets it).
-* Bad input that hnswlib accepts silently or crashes on raises :class:`HnswlibCompatError`
-  (a ``RuntimeError`` and a ``ValueError``): queries of the wrong dimension, NaN or inf values,
-  negative labels, calls on an index that was never initialised.
+* Bad input that hnswlib accepts silently or crashes on raises :class:`HnswlibCompatError`:
+  data or queries of the wrong dimension, NaN or inf values, all-zero rows under ``'cosine'``
+  (``Index`` only: they have no direction; ``BFIndex`` keeps them, as hnswlib does), labels
+  with a fractional part (hnswlib truncates 1.7 to 1), labels above ``2**63 - 1`` (matry ids
+  are int64), ``dim < 1``, calls on an index that was never initialised, and a
+  ``get_items`` label array of shape ``[n, k]`` with ``k > 1`` (hnswlib returns the vectors of
+  its first ``n`` labels in row-major order, i.e. of the first ``n / k`` rows).
+* ``M`` must lie in matry's range [2, 128] (hnswlib accepts 0 and 1 and caps M at 10000).
 * A failed ``add_items`` changes nothing (hnswlib keeps the rows added before the error).
 * ``knn_query(filter=...)`` calls the filter from the calling thread and over-fetches until
-  ``k`` labels pass, so it finds at least what hnswlib finds.
+  ``k`` labels pass (finally searching exhaustively), so it finds at least what hnswlib finds.
 * ``get_ids_list`` returns labels in ascending order (hnswlib: hash-map order).
+* ``Index(params=...)``, hnswlib's constructor from its pickled state dict, is not offered;
+  ``pickle`` and the copy constructor ``Index(other_index)`` work.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import operator
@@ -31,7 +48,7 @@ import pickle
 import tempfile
 import threading
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -58,6 +75,15 @@ SearchFunction = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 class HnswlibCompatError(RuntimeError, ValueError):
     """Bad input or state: a RuntimeError as hnswlib raises, and a ValueError as matry raises."""
+
+
+class _NegativeArgumentError(HnswlibCompatError, TypeError):
+    """A negative count or label, which hnswlib declares unsigned: its pybind11 raises
+    TypeError for those."""
+
+
+class _NegativeLabelsError(HnswlibCompatError, OverflowError):
+    """Negative labels in an array: hnswlib's conversion to uint64 raises OverflowError."""
 
 
 class HnswlibCorruptIndexError(matry.CorruptIndexError, RuntimeError):
@@ -96,7 +122,7 @@ def _as_count(value: object, argument: str) -> int:
     except TypeError as exc:
         raise TypeError(f"{argument}: expected an integer, got {type(value).__name__}") from exc
     if count < 0:
-        raise HnswlibCompatError(f"{argument}: must be >= 0, got {count}")
+        raise _NegativeArgumentError(f"{argument}: must be >= 0, got {count}")
     return count
 
 
@@ -105,8 +131,10 @@ def _as_label(label: object, argument: str = "label") -> int:
         value = operator.index(label)  # type: ignore[arg-type]
     except TypeError as exc:
         raise TypeError(f"{argument}: expected an integer, got {type(label).__name__}") from exc
-    if not 0 <= value <= _MAX_LABEL:
-        raise HnswlibCompatError(f"{argument}: {value} is outside [0, 2**63 - 1]")
+    if value < 0:
+        raise _NegativeArgumentError(f"{argument}: must be >= 0, got {value}")
+    if value > _MAX_LABEL:
+        raise HnswlibCompatError(f"{argument}: {value} is above 2**63 - 1")
     return value
 
 
@@ -150,10 +178,60 @@ def _as_labels(ids: object, rows: int) -> np.ndarray:
     if flat.dtype.kind == "f" and not np.all(np.isfinite(flat) & (flat == np.floor(flat))):
         raise HnswlibCompatError("ids: labels must be whole numbers")
     if flat.dtype.kind in "if" and np.any(flat < 0):
-        raise HnswlibCompatError("ids: labels must be non-negative (hnswlib labels are unsigned)")
+        raise _NegativeLabelsError("ids: labels must be non-negative (hnswlib labels are unsigned)")
     if flat.size and flat.max() > _MAX_LABEL:
         raise HnswlibCompatError("ids: labels above 2**63 - 1 are not supported")
     return flat.astype(np.int64)
+
+
+def _lookup_labels(ids: object) -> np.ndarray:
+    """get_items' labels as int64 [n]: any array-like of labels, read along its first axis.
+
+    hnswlib reads the first ``len(ids)`` labels of the flattened array, so the [n, 1] labels of
+    ``knn_query(k=1)`` work; for [n, k] with k > 1 that would be the first n/k rows' labels,
+    which is refused here instead.
+    """
+    try:
+        array = np.asarray(ids)
+    except (TypeError, ValueError) as exc:  # ragged lists and the like
+        raise HnswlibCompatError(f"ids: not an array of labels ({exc})") from exc
+    if array.ndim == 0:
+        raise ValueError("get_items accepts a list of indices and returns a list of vectors")
+    if array.ndim > 1:
+        if array.size != array.shape[0]:
+            raise HnswlibCompatError(
+                f"ids: expected one label per row, got an array of shape {array.shape}; pass "
+                "ids.reshape(-1) for all of its labels or ids[:, 0] for the first column"
+            )
+        array = array.reshape(-1)
+    return _as_labels(array, array.shape[0])
+
+
+def _check_values(rows: np.ndarray, refuse_zero_rows: bool = False) -> None:
+    """Refuses NaN and inf (and, for matry's 'cosine', all-zero rows: no direction), before
+    matry would, under hnswlib's name for the argument."""
+    finite = np.isfinite(rows).all(axis=1)
+    if not finite.all():
+        bad_row = int(np.flatnonzero(~finite)[0])
+        raise HnswlibCompatError(f"data: row {bad_row} contains NaN or inf")
+    if refuse_zero_rows:
+        zero = ~rows.any(axis=1)
+        if zero.any():
+            bad_row = int(np.flatnonzero(zero)[0])
+            raise HnswlibCompatError(
+                f"data: row {bad_row} is all zeros, which has no direction under space='cosine'"
+            )
+
+
+@contextlib.contextmanager
+def _hnswlib_errors() -> Iterator[None]:
+    """Any ValueError matry raises comes out as HnswlibCompatError (a RuntimeError too)."""
+    try:
+        yield
+    except HnswlibCompatError:
+        raise
+    except ValueError as exc:
+        raise HnswlibCompatError(str(exc)) from exc
 
 
 def _resolve_threads(num_threads: int, default: int) -> int:
@@ -357,7 +435,11 @@ class Index:
         if self._index is not None:
             raise HnswlibCompatError("The index is already initiated.")
         capacity = _as_count(max_elements, "max_elements")
-        index = _new_matry_index(self._space, self._dim, M, ef_construction, random_seed)
+        degree = _as_count(M, "M")
+        beam = max(_as_count(ef_construction, "ef_construction"), degree)  # hnswlib's rule
+        seed = _as_count(random_seed, "random_seed")
+        with _hnswlib_errors():  # matry's bounds on M
+            index = _new_matry_index(self._space, self._dim, degree, beam, seed)
         with self._lock:
             self._index = index
             self._max_elements = capacity
@@ -409,6 +491,7 @@ class Index:
         updated. replace_deleted=True reuses slots of marked-deleted elements."""
         index = self._require_index()
         rows = _as_rows(data, self._dim)
+        _check_values(rows, refuse_zero_rows=self._space == "cosine")
         threads = _resolve_threads(num_threads, self._num_threads)
         if replace_deleted and not self._allow_replace_deleted:
             raise HnswlibCompatError("Replacement of deleted elements is disabled in constructor")
@@ -444,7 +527,8 @@ class Index:
                     " (call resize_index first)"
                 )
             try:
-                index.add(rows, labels, num_threads=threads, replace=True)
+                with _hnswlib_errors():
+                    index.add(rows, labels, num_threads=threads, replace=True)
             finally:  # Ctrl-C may leave part of the batch added: account for what is in
                 for label in revived:
                     if label in index:
@@ -466,6 +550,7 @@ class Index:
         nearest first; RuntimeError if fewer than k elements (passing filter) exist."""
         index = self._require_index()
         queries = _as_rows(data, self._dim)
+        _check_values(queries, refuse_zero_rows=self._space == "cosine")
         k = _as_count(k, "k")
         threads = _resolve_threads(num_threads, self._num_threads)
         if queries.shape[0] == 0 or k == 0:
@@ -477,16 +562,18 @@ class Index:
             )
 
         def search(batch: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
-            if fetch >= live_count:
-                return index.exact_search(batch, k=fetch, num_threads=threads)
-            ef = max(self._ef, fetch)
-            return index.search(batch, k=fetch, ef=ef, num_threads=threads)
+            with _hnswlib_errors():
+                if fetch >= live_count:
+                    return index.exact_search(batch, k=fetch, num_threads=threads)
+                ef = max(self._ef, fetch)
+                return index.search(batch, k=fetch, ef=ef, num_threads=threads)
 
-        if filter is not None:
+        if filter is not None:  # the filter's own exceptions pass through unchanged
             return _filtered_search(queries, k, live_count, filter, search)
-        found_ids, found_distances = index.search(
-            queries, k=k, ef=max(self._ef, k), num_threads=threads
-        )
+        with _hnswlib_errors():
+            found_ids, found_distances = index.search(
+                queries, k=k, ef=max(self._ef, k), num_threads=threads
+            )
         if np.any(found_ids < 0):
             raise HnswlibCompatError(_NOT_ENOUGH_RESULTS)
         return found_ids.astype(np.uint64), np.ascontiguousarray(found_distances, np.float32)
@@ -527,11 +614,7 @@ class Index:
         if ids is None:
             vectors = np.empty(0, dtype=np.float32)
         else:
-            if np.ndim(ids) != 1:
-                raise ValueError(
-                    "get_items accepts a list of indices and returns a list of vectors"
-                )
-            labels = _as_labels(ids, len(ids))
+            labels = _lookup_labels(ids)
             missing = [label for label in labels.tolist() if label not in index]
             if missing:
                 raise HnswlibCompatError(f"{_LABEL_NOT_FOUND} (labels {missing[:10]})")
@@ -708,9 +791,7 @@ class BFIndex:
         updated."""
         self._require_init()
         rows = _as_rows(data, self._dim)
-        if not np.all(np.isfinite(rows)):
-            bad_row = int(np.flatnonzero(~np.all(np.isfinite(rows), axis=1))[0])
-            raise HnswlibCompatError(f"data: row {bad_row} contains NaN or inf")
+        _check_values(rows)  # zero rows stay zero, as in hnswlib
         with self._lock:
             n_rows = rows.shape[0]
             if ids is None:
@@ -764,9 +845,7 @@ class BFIndex:
         RuntimeError if fewer than k elements (passing filter) exist."""
         self._require_init()
         queries = _as_rows(data, self._dim)
-        if not np.all(np.isfinite(queries)):
-            bad_row = int(np.flatnonzero(~np.all(np.isfinite(queries), axis=1))[0])
-            raise HnswlibCompatError(f"data: row {bad_row} contains NaN or inf")
+        _check_values(queries)
         k = _as_count(k, "k")
         _resolve_threads(num_threads, self._num_threads)
         if queries.shape[0] == 0 or k == 0:
@@ -908,7 +987,8 @@ def _normalized(rows: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length like hnswlib (a zero row stays zero)."""
     as_float64 = rows.astype(np.float64)
     norms = np.sqrt((as_float64 * as_float64).sum(axis=1, keepdims=True))
-    return (as_float64 / (norms + 1e-30)).astype(np.float32)
+    unit: np.ndarray = as_float64 / (norms + 1e-30)
+    return unit.astype(np.float32)
 
 
 def _exact_top_k(
