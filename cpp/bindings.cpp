@@ -79,10 +79,9 @@ template <typename T>
 ContiguousArray<T> exact_dtype_array(const py::object& object, const char* argument,
                                      const char* dtype) {
   if (!py::isinstance<py::array_t<T>>(object)) {
-    const std::string got =
-        py::isinstance<py::array>(object)
-            ? "dtype " + py::str(object.attr("dtype")).cast<std::string>()
-            : py::str(py::type::handle_of(object).attr("__name__")).cast<std::string>();
+    const std::string got = py::isinstance<py::array>(object)
+                                ? "dtype " + py::str(object.attr("dtype")).cast<std::string>()
+                                : py::repr(py::type::handle_of(object)).cast<std::string>();
     throw matry::InvalidArgument(std::string(argument) + ": expected a numpy " + dtype +
                                  " array, got " + got);
   }
