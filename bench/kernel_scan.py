@@ -8,17 +8,25 @@ Each ISA level runs in its own subprocess with ``MATRY_SIMD`` set (the dispatch 
 once, at import). numpy's figure is ``base @ query`` (BLAS sgemv) per query. Times are CPU
 time of the process (best of five), so other work on a shared machine does not inflate them.
 
-``python -m bench.kernel_scan LEVEL`` prints ``{"level": ..., "ns_per_dot": {dim: ns}}``.
+The int8 code kernel has no scan yet, so its rate is measured beside the float32 one at 384-d
+with one kernel call per row over a 1 MiB block (``_core.dot_rows`` for float32 rows,
+``_core.dot_u8s8_rows`` for uint8 code rows and an int8 query), every supported level forced
+through the ``level`` argument, in dots per second (CPU time, best of five).
+
+``python -m bench.kernel_scan LEVEL`` prints ``{"level": ..., "ns_per_dot": {dim: ns}}``;
+``python -m bench.kernel_scan rates`` prints ``{level: {"float32": dots/s, "int8": dots/s}}``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -26,6 +34,9 @@ SCAN_DIMS = (50, 128, 384, 768, 1536)
 BASE_FLOATS = 64 * 1024  # 256 KiB of base vectors: stays in L2
 WORK_FLOATS = 40_000_000  # products x dim per timed run
 REPEATS = 5
+RATE_DIM = 384
+RATE_BLOCK_BYTES = 1024 * 1024  # rows per kernel-call loop: 1 MiB stays in L2
+RATE_DOTS = 2_000_000  # products per timed run of one kernel
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -78,8 +89,61 @@ def measure_numpy() -> dict[str, float]:
     return results
 
 
+def _dots_per_second(run: Callable[[], object], dots_per_call: int) -> float:
+    calls = max(1, RATE_DOTS // dots_per_call)
+    run()
+    best = float("inf")
+    for _ in range(REPEATS):
+        started = time.process_time()
+        for _ in range(calls):
+            run()
+        best = min(best, time.process_time() - started)
+    return calls * dots_per_call / max(best, 1e-9)
+
+
+def measure_rates(levels: list[str]) -> dict[str, dict[str, float]]:
+    """Dots per second at RATE_DIM of the float32 and the int8 kernel of each level."""
+    from matry import _core
+
+    rng = np.random.default_rng(RATE_DIM)
+    rows = rng.standard_normal((RATE_BLOCK_BYTES // (4 * RATE_DIM), RATE_DIM)).astype(np.float32)
+    query = rng.standard_normal(RATE_DIM).astype(np.float32)
+    code_rows = rng.integers(0, 256, (RATE_BLOCK_BYTES // RATE_DIM, RATE_DIM), dtype=np.uint8)
+    code_query = rng.integers(-127, 128, RATE_DIM, dtype=np.int8)
+    exact = code_rows.astype(np.int64) @ code_query.astype(np.int64)
+    rates: dict[str, dict[str, float]] = {}
+    for level in levels:
+        if not np.array_equal(_core.dot_u8s8_rows(code_query, code_rows, level=level), exact):
+            raise RuntimeError(f"int8 kernel at {level} is not exact; not timing it")
+        rates[level] = {
+            "float32": _dots_per_second(
+                functools.partial(_core.dot_rows, query, rows, level=level), len(rows)
+            ),
+            "int8": _dots_per_second(
+                functools.partial(_core.dot_u8s8_rows, code_query, code_rows, level=level),
+                len(code_rows),
+            ),
+        }
+    return rates
+
+
+def rate_table(levels: list[str]) -> str:
+    """Markdown table: rows are the levels, columns float32 and int8 dots per second."""
+    rates = measure_rates(levels)
+    lines = ["| level | float32 (M dots/s) | int8 (M dots/s) |", "|---|---|---|"]
+    for level, rate in rates.items():
+        lines.append(f"| {level} | {rate['float32'] / 1e6:.1f} | {rate['int8'] / 1e6:.1f} |")
+    return (
+        f"Dots per second at {RATE_DIM}-d, one kernel call per row over a "
+        f"{RATE_BLOCK_BYTES // 2**20} MiB block "
+        "(float32: `_core.dot_rows`; int8: `_core.dot_u8s8_rows`, uint8 codes x int8 query, "
+        "exact), CPU time, best of five.\n\n" + "\n".join(lines) + "\n"
+    )
+
+
 def scan_table(levels: list[str]) -> str:
-    """Markdown table: rows are dimensions, columns the levels and numpy."""
+    """Markdown tables: ns per dot in the scan (rows are dimensions, columns the levels and
+    numpy), then the float32 and int8 rates of each level at RATE_DIM."""
     columns: dict[str, dict[str, float]] = {}
     for level in levels:
         environment = dict(os.environ, MATRY_SIMD=level, OMP_NUM_THREADS="1")
@@ -116,7 +180,8 @@ def scan_table(levels: list[str]) -> str:
         "`exact_search(k=1, num_threads=1)` over a 256 KiB base, the call cost spread over "
         f"{WORK_FLOATS:,} multiply-adds; numpy: `base @ query` per query, one BLAS thread).\n\n"
         + "\n".join(lines)
-        + "\n"
+        + "\n\n"
+        + rate_table(levels)
     )
 
 
@@ -124,6 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else argv
     if arguments == ["numpy"]:
         print(json.dumps({"level": "numpy", "ns_per_dot": measure_numpy()}))
+        return 0
+    if arguments == ["rates"]:
+        from matry import _core
+
+        print(json.dumps(measure_rates(list(_core.supported_simd_levels()))))
         return 0
     print(json.dumps(measure_matry()))
     return 0

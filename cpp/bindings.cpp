@@ -71,6 +71,32 @@ float run_pair_kernel(const FloatArray& a, const FloatArray& b,
   return l2 ? table.l2sq(a.data(), b.data(), n) : table.dot(a.data(), b.data(), n);
 }
 
+template <typename T>
+using ContiguousArray = py::array_t<T, py::array::c_style | py::array::forcecast>;
+
+// An int8-kernel argument as a C-contiguous array of exactly dtype T. Values are never cast: a
+// wrapped or truncated code would give a silently wrong product, so other dtypes are refused.
+template <typename T>
+ContiguousArray<T> exact_dtype_array(const py::object& object, const char* argument,
+                                     const char* dtype) {
+  if (!py::isinstance<py::array_t<T>>(object)) {
+    const std::string got = py::isinstance<py::array>(object)
+                                ? "dtype " + py::str(object.attr("dtype")).cast<std::string>()
+                                : py::repr(py::type::handle_of(object)).cast<std::string>();
+    throw matry::InvalidArgument(std::string(argument) + ": expected a numpy " + dtype +
+                                 " array, got " + got);
+  }
+  return ContiguousArray<T>::ensure(object);
+}
+
+void check_code_length(std::size_t n, const char* arguments) {
+  if (n > matry::kernels::kMaxCodeLength) {
+    throw matry::InvalidArgument(std::string(arguments) + ": length " + std::to_string(n) +
+                                 " is over the int8 kernel limit of " +
+                                 std::to_string(matry::kernels::kMaxCodeLength));
+  }
+}
+
 py::tuple loaded(std::unique_ptr<Index> index, const std::string& metadata) {
   return py::make_tuple(std::move(index), py::bytes(metadata));
 }
@@ -135,6 +161,49 @@ PYBIND11_MODULE(_core, m) {
         return out;
       },
       py::arg("query"), py::arg("rows"), py::arg("level") = py::none());
+  m.def(
+      "dot_u8s8",
+      [](const py::object& codes, const py::object& query,
+         const std::optional<std::string>& level) {
+        const auto code_array = exact_dtype_array<std::uint8_t>(codes, "codes", "uint8");
+        const auto query_array = exact_dtype_array<std::int8_t>(query, "query", "int8");
+        if (code_array.ndim() != 1 || query_array.ndim() != 1 ||
+            code_array.shape(0) != query_array.shape(0)) {
+          throw matry::InvalidArgument("codes, query: expected two 1-D arrays of the same length");
+        }
+        const auto n = static_cast<std::size_t>(code_array.shape(0));
+        check_code_length(n, "codes, query");
+        const matry::kernels::KernelTable& table = kernels_of(level);
+        return table.dot_u8s8(code_array.data(), query_array.data(), n);
+      },
+      py::arg("codes"), py::arg("query"), py::arg("level") = py::none());
+  // codes_rows @ query with the int8 kernel, looped in C++ like dot_rows (the benchmarks time it).
+  m.def(
+      "dot_u8s8_rows",
+      [](const py::object& query, const py::object& codes_rows,
+         const std::optional<std::string>& level) {
+        const auto query_array = exact_dtype_array<std::int8_t>(query, "query", "int8");
+        const auto rows_array = exact_dtype_array<std::uint8_t>(codes_rows, "codes_rows", "uint8");
+        if (query_array.ndim() != 1 || rows_array.ndim() != 2 ||
+            rows_array.shape(1) != query_array.shape(0)) {
+          throw matry::InvalidArgument(
+              "query, codes_rows: expected a 1-D query and 2-D codes_rows of its length");
+        }
+        const auto count = static_cast<std::size_t>(rows_array.shape(0));
+        const auto dim = static_cast<std::size_t>(rows_array.shape(1));
+        check_code_length(dim, "query, codes_rows");
+        const matry::kernels::CodeKernel kernel = kernels_of(level).dot_u8s8;
+        py::array_t<std::int32_t> out(static_cast<py::ssize_t>(count));
+        std::int32_t* products = out.mutable_data();
+        const std::int8_t* q = query_array.data();
+        const std::uint8_t* base = rows_array.data();
+        {
+          py::gil_scoped_release release;
+          for (std::size_t i = 0; i < count; ++i) products[i] = kernel(base + i * dim, q, dim);
+        }
+        return out;
+      },
+      py::arg("query"), py::arg("codes_rows"), py::arg("level") = py::none());
   m.def(
       "read_header",
       [](const std::string& path) {

@@ -31,7 +31,7 @@ def test_public_api_surface() -> None:
     assert isinstance(matry.__version__, str) and matry.__version__
     assert issubclass(matry.CorruptIndexError, ValueError)
     assert issubclass(matry.ContractError, ValueError)
-    assert matry.simd_level() in ("scalar", "avx2", "avx512", "neon")
+    assert matry.simd_level() in ("scalar", "avx2", "avxvnni", "avx512", "avx512vnni", "neon")
 
 
 @pytest.mark.parametrize("metric", METRICS)

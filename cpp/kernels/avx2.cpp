@@ -26,6 +26,8 @@ inline __m256i tail_mask(std::size_t count) {
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ramp + 8 - count));
 }
 
+}  // namespace
+
 float dot_avx2(const float* a, const float* b, std::size_t n) {
   // Four independent accumulators hide the FMA latency (4 cycles, 2 per cycle).
   __m256 acc0 = _mm256_setzero_ps();
@@ -76,13 +78,6 @@ float l2sq_avx2(const float* a, const float* b, std::size_t n) {
     acc1 = _mm256_fmadd_ps(d, d, acc1);
   }
   return horizontal_sum(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
-}
-
-}  // namespace
-
-const KernelTable& avx2_table() {
-  static const KernelTable table{"avx2", dot_avx2, l2sq_avx2};
-  return table;
 }
 
 }  // namespace matry::kernels

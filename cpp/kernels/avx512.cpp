@@ -8,6 +8,8 @@ namespace {
 
 inline __mmask16 tail_mask(std::size_t count) { return static_cast<__mmask16>((1u << count) - 1u); }
 
+}  // namespace
+
 float dot_avx512(const float* a, const float* b, std::size_t n) {
   __m512 acc0 = _mm512_setzero_ps();
   __m512 acc1 = _mm512_setzero_ps();
@@ -58,13 +60,6 @@ float l2sq_avx512(const float* a, const float* b, std::size_t n) {
     acc1 = _mm512_fmadd_ps(d, d, acc1);
   }
   return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3)));
-}
-
-}  // namespace
-
-const KernelTable& avx512_table() {
-  static const KernelTable table{"avx512", dot_avx512, l2sq_avx512};
-  return table;
 }
 
 }  // namespace matry::kernels

@@ -32,10 +32,20 @@ CpuFeatures detect() {
   const bool os_ymm = (xcr0 & 0x6u) == 0x6u;
   const bool os_zmm = (xcr0 & 0xE6u) == 0xE6u;
   if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) == 0) return features;
+  const unsigned last_leaf7_subleaf = eax;
   const bool avx2 = (ebx >> 5) & 1u;
   const bool avx512f = (ebx >> 16) & 1u;
+  const bool avx512bw = (ebx >> 30) & 1u;
+  const bool avx512vnni = (ecx >> 11) & 1u;
+  bool avxvnni = false;
+  if (last_leaf7_subleaf >= 1 && __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) != 0) {
+    avxvnni = (eax >> 4) & 1u;
+  }
   features.avx2_fma = os_ymm && avx2 && fma;
   features.avx512f = os_zmm && avx512f && fma;
+  features.avx512bw = os_zmm && avx512f && avx512bw;
+  features.avx512vnni = os_zmm && avx512f && avx512vnni;
+  features.avxvnni = os_ymm && avx2 && avxvnni;
   return features;
 }
 #elif defined(__aarch64__)

@@ -9,25 +9,48 @@
 namespace matry::kernels {
 namespace {
 
+// The tables pair each ISA's f32 kernels with the int8 kernel of the same generation. They are
+// constant-initialized, so they exist before any static constructor that might dispatch.
+constexpr KernelTable kScalarKernels{"scalar", dot_scalar, l2sq_scalar, dot_u8s8_scalar};
+#if defined(MATRY_HAVE_X86_KERNELS)
+constexpr KernelTable kAvx512VnniKernels{"avx512vnni", dot_avx512, l2sq_avx512,
+                                         dot_u8s8_avx512vnni};
+constexpr KernelTable kAvx512Kernels{"avx512", dot_avx512, l2sq_avx512, dot_u8s8_avx512bw};
+constexpr KernelTable kAvx2Kernels{"avx2", dot_avx2, l2sq_avx2, dot_u8s8_avx2};
+#endif
+#if defined(MATRY_HAVE_AVXVNNI_KERNELS)
+constexpr KernelTable kAvxVnniKernels{"avxvnni", dot_avx2, l2sq_avx2, dot_u8s8_avxvnni};
+#endif
+#if defined(MATRY_HAVE_NEON_KERNELS)
+constexpr KernelTable kNeonKernels{"neon", dot_neon, l2sq_neon, dot_u8s8_neon};
+#endif
+
 struct Level {
-  const char* name;
   const KernelTable* table;
   bool supported;
 };
 
-// Best first.
+// Best first. The avx512 level needs AVX-512BW as well as F, for its int8 kernel; the only CPUs
+// with F but not BW (Xeon Phi) run the avx2 level.
 std::vector<Level> all_levels() {
   std::vector<Level> levels;
   const CpuFeatures& cpu = cpu_features();
 #if defined(MATRY_HAVE_X86_KERNELS)
-  levels.push_back({"avx512", &avx512_table(), cpu.avx512f});
-  levels.push_back({"avx2", &avx2_table(), cpu.avx2_fma});
+  const bool avx512 = cpu.avx512f && cpu.avx512bw;
+  levels.push_back({&kAvx512VnniKernels, avx512 && cpu.avx512vnni});
+  levels.push_back({&kAvx512Kernels, avx512});
+#endif
+#if defined(MATRY_HAVE_AVXVNNI_KERNELS)
+  levels.push_back({&kAvxVnniKernels, cpu.avx2_fma && cpu.avxvnni});
+#endif
+#if defined(MATRY_HAVE_X86_KERNELS)
+  levels.push_back({&kAvx2Kernels, cpu.avx2_fma});
 #endif
 #if defined(MATRY_HAVE_NEON_KERNELS)
-  levels.push_back({"neon", &neon_table(), cpu.neon});
+  levels.push_back({&kNeonKernels, cpu.neon});
 #endif
   (void)cpu;
-  levels.push_back({"scalar", &scalar_table(), true});
+  levels.push_back({&kScalarKernels, true});
   return levels;
 }
 
@@ -38,7 +61,7 @@ const KernelTable& resolve() {
     const std::string wanted(forced);
     bool known = false;
     for (const Level& level : levels) {
-      if (wanted != level.name) continue;
+      if (wanted != level.table->name) continue;
       known = true;
       if (level.supported) return *level.table;
     }
@@ -49,7 +72,7 @@ const KernelTable& resolve() {
   for (const Level& level : levels) {
     if (level.supported) return *level.table;
   }
-  return scalar_table();
+  return kScalarKernels;
 }
 
 }  // namespace
@@ -61,21 +84,21 @@ const KernelTable& active_kernels() {
 
 std::vector<std::string> compiled_levels() {
   std::vector<std::string> names;
-  for (const Level& level : all_levels()) names.emplace_back(level.name);
+  for (const Level& level : all_levels()) names.emplace_back(level.table->name);
   return names;
 }
 
 std::vector<std::string> supported_levels() {
   std::vector<std::string> names;
   for (const Level& level : all_levels()) {
-    if (level.supported) names.emplace_back(level.name);
+    if (level.supported) names.emplace_back(level.table->name);
   }
   return names;
 }
 
 const KernelTable& kernels_for_level(const std::string& name) {
   for (const Level& level : all_levels()) {
-    if (name != level.name) continue;
+    if (name != level.table->name) continue;
     if (!level.supported) {
       throw InvalidArgument("level: '" + name + "' is compiled but this CPU/OS cannot run it");
     }

@@ -4,7 +4,6 @@
 #include "kernels/kernels.hpp"
 
 namespace matry::kernels {
-namespace {
 
 float dot_neon(const float* a, const float* b, std::size_t n) {
   float32x4_t acc0 = vdupq_n_f32(0.0f);
@@ -40,13 +39,6 @@ float l2sq_neon(const float* a, const float* b, std::size_t n) {
     sum += d * d;
   }
   return sum;
-}
-
-}  // namespace
-
-const KernelTable& neon_table() {
-  static const KernelTable table{"neon", dot_neon, l2sq_neon};
-  return table;
 }
 
 }  // namespace matry::kernels
