@@ -3,6 +3,7 @@
 Examples (from the repository root)::
 
     python -m bench run --dataset glove-50 --libs matry,hnswlib,annoy,usearch,faiss,voyager
+    python -m bench run --dataset glove-50 --libs matry,matry-int8,hnswlib,glass-sq8u,scann
     python -m bench run --dataset glove-50 --libs matry,hnswlib --quick
     python -m bench prepare --dataset minilm-glove-vocab
     python -m bench report --dataset glove-50
@@ -18,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import datasets, kernel_scan, report, runner
+from bench import datasets, kernel_scan, report, resident, runner
 from bench.libs import LIBRARY_NAMES
 
 
@@ -111,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Annoy search_k sweep (default: %(default)s)",
     )
     run.add_argument(
+        "--scann-leaves",
+        type=_int_list,
+        default=list(runner.DEFAULT_SCANN_LEAVES),
+        help="ScaNN leaves-to-search sweep (default: %(default)s)",
+    )
+    run.add_argument(
         "--single-query-count",
         type=_positive_int,
         default=None,
@@ -132,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_timer_option(run)
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--no-resident",
+        action="store_true",
+        help="skip the resident-memory subprocesses (RSS after loading the saved index)",
+    )
 
     prepare = commands.add_parser("prepare", help="make and cache a data set only")
     _add_dataset_options(prepare)
@@ -151,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help=argparse.SUPPRESS)
     worker.add_argument("spec", type=Path)
+    resident_parser = commands.add_parser("resident", help=argparse.SUPPRESS)
+    resident_parser.add_argument("spec", type=Path)
     return parser
 
 
@@ -174,11 +188,13 @@ def main(argv: list[str] | None = None) -> int:
                 ef_values=args.ef_values,
                 annoy_trees=args.annoy_trees,
                 annoy_search_k=args.annoy_search_k,
+                scann_leaves=args.scann_leaves,
                 single_query_count=args.single_query_count,
                 point_time_cap=args.point_time_cap,
                 stop_recall=args.stop_recall,
                 timer=args.timer,
                 progress=not args.no_progress,
+                resident=not args.no_resident,
             )
             return runner.run(config)
         if args.command == "prepare":
@@ -192,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             results_dir = args.out / datasets.dataset_key(args.dataset, args.quick)
             points = report.load_points(results_dir / "results.jsonl")
-            for path in report.write_report(results_dir, points, args.timer):
+            skipped = report.load_skipped(results_dir)
+            for path in report.write_report(results_dir, points, args.timer, skipped):
                 print(f"wrote {path}")
             print((results_dir / "table.md").read_text())
             return 0
@@ -200,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             return _kernels(args.out)
         if args.command == "worker":
             return runner.run_worker(args.spec)
+        if args.command == "resident":
+            return resident.run_spec(args.spec)
     except (ValueError, RuntimeError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -6,6 +6,12 @@ interpolated linearly in recall. If the first point of a sweep already reaches t
 QPS is used as is (marked with ``*``: the true value at the target is at least that). A sweep
 that never reaches the target gives "not reached". For Annoy the best of its n_trees builds is
 reported, naming the build.
+
+The build table gives, per library: build seconds and threads, and bytes per vector four ways:
+the library's own memory count (matry ``Index.memory_bytes``, usearch ``memory_usage``), the
+resident memory of the saved index in a fresh process after load and warm queries
+(bench/resident.py; matry also with ``mmap=True`` where it has it), the file size on disk, and
+the peak RSS growth during the build.
 """
 
 from __future__ import annotations
@@ -26,15 +32,41 @@ QPS_KINDS = (
     ("qps_single", "one query per call"),
 )
 TIMERS = {"wall": "wall clock", "cpu": "CPU time of the worker process"}
-LIBRARY_ORDER = ("matry", "hnswlib", "faiss", "usearch", "voyager", "annoy")
+LIBRARY_ORDER = (
+    "matry",
+    "matry-int8",
+    "matry-int8-p128-pca",
+    "hnswlib",
+    "faiss",
+    "faiss-hnsw-sq8",
+    "usearch",
+    "usearch-i8",
+    "voyager",
+    "annoy",
+    "glass-sq8u",
+    "glass-sq4u",
+    "svs-lvq",
+    "vsag-sq8",
+    "scann",
+)
 LIBRARY_COLOURS = {
     "matry": "#d62728",
+    "matry-int8": "#ff6f61",
+    "matry-int8-p128-pca": "#b5002a",
     "hnswlib": "#1f77b4",
     "faiss": "#2ca02c",
+    "faiss-hnsw-sq8": "#98df8a",
     "usearch": "#9467bd",
+    "usearch-i8": "#c5b0d5",
     "voyager": "#ff7f0e",
     "annoy": "#8c564b",
+    "glass-sq8u": "#17becf",
+    "glass-sq4u": "#9edae5",
+    "svs-lvq": "#bcbd22",
+    "vsag-sq8": "#e377c2",
+    "scann": "#7f7f7f",
 }
+SKIPPED_FILE = "skipped.json"
 
 Point = dict[str, Any]
 
@@ -42,6 +74,14 @@ Point = dict[str, Any]
 def load_points(path: Path) -> list[Point]:
     with open(path) as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+def load_skipped(results_dir: Path) -> dict[str, str]:
+    """{library: reason} of the run's skipped libraries (empty if the run wrote none)."""
+    path = Path(results_dir) / SKIPPED_FILE
+    if not path.exists():
+        return {}
+    return {str(name): str(reason) for name, reason in json.loads(path.read_text()).items()}
 
 
 def build_label(point: Point) -> str:
@@ -149,16 +189,36 @@ def qps_table(points: Sequence[Point], qps_key: str) -> str:
     return "\n".join(lines)
 
 
+def _parameters_text(point: Point) -> str:
+    parameters = point.get("library_parameters") or {}
+    return ", ".join(f"{key}={value}" for key, value in parameters.items())
+
+
+def _bytes_cell(point: Point, key: str, baseline: Point | None) -> str:
+    value = point.get(key)
+    if value is None:
+        return "-"
+    reference = baseline.get(key) if baseline else None
+    return f"{float(value):.0f}" + _ratio(float(value), reference)
+
+
+BUILD_TABLE_BYTES = (
+    ("memory_bytes_per_vector", "memory"),
+    ("resident_bytes_per_vector", "resident"),
+    ("resident_mmap_bytes_per_vector", "resident (mmap)"),
+    ("index_bytes_per_vector", "disk"),
+    ("rss_build_peak_bytes_per_vector", "peak RSS growth in build"),
+)
+
+
 def build_table(points: Sequence[Point]) -> str:
     builds: dict[tuple[str, str], Point] = {}
     for point in points:
         builds.setdefault((point["library"], build_label(point)), point)
     baseline = next((point for (library, _), point in builds.items() if library == BASELINE), None)
-    lines = [
-        "| library | build | build s | build CPU s | index bytes/vector "
-        "| peak RSS growth/vector | RSS after build/vector |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    header = "| library | build | build s | threads | build CPU s | "
+    header += " | ".join(f"{title} B/vector" for _, title in BUILD_TABLE_BYTES) + " |"
+    lines = [header, "|---" * (5 + len(BUILD_TABLE_BYTES)) + "|"]
     order = {name: position for position, name in enumerate(libraries_in(points))}
     for (library, label), point in sorted(
         builds.items(), key=lambda item: (order[item[0][0]], item[0][1])
@@ -170,21 +230,20 @@ def build_table(points: Sequence[Point]) -> str:
             description = f"M={config.get('M')}, ef_construction={config.get('ef_construction')}"
             if "simd_level" in config:
                 description += f", {config['simd_level']}"
+        parameters = _parameters_text(point)
+        if parameters:
+            description += f"; {parameters}"
         cells = [library, description]
-        for key, digits in (
-            ("build_seconds", 1),
-            ("build_cpu_seconds", 1),
-            ("index_bytes_per_vector", 0),
-            ("rss_build_peak_bytes_per_vector", 0),
-        ):
-            if key not in point:
-                cells.append("-")
-                continue
-            value = float(point[key])
-            cells.append(
-                f"{value:.{digits}f}" + _ratio(value, baseline.get(key) if baseline else None)
-            )
-        cells.append(f"{point['rss_after_build_bytes_per_vector']:.0f}")
+        if "build_seconds" in point:
+            seconds = float(point["build_seconds"])
+            reference = baseline.get("build_seconds") if baseline else None
+            cells.append(f"{seconds:.1f}" + _ratio(seconds, reference))
+        else:
+            cells.append("-")
+        cells.append(str(point.get("build_threads_used") or point.get("build_threads", "-")))
+        cpu = point.get("build_cpu_seconds")
+        cells.append("-" if cpu is None else f"{float(cpu):.1f}")
+        cells += [_bytes_cell(point, key, baseline) for key, _ in BUILD_TABLE_BYTES]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -211,10 +270,22 @@ def _threads_text(points: Sequence[Point], kind: str) -> str:
     return f"{threads} thread{'s' if threads > 1 else ''}"
 
 
-def markdown_report(points: Sequence[Point], timer: str = "wall") -> str:
+def _loop_libraries(points: Sequence[Point]) -> list[str]:
+    """Libraries whose batch is a Python loop over single queries (no batched call)."""
+    return sorted(
+        {p["library"] for p in points if p.get("batch_is_loop") or p["library"] == "annoy"}
+    )
+
+
+def markdown_report(
+    points: Sequence[Point], timer: str = "wall", skipped: dict[str, str] | None = None
+) -> str:
     """table.md: QPS tables by the chosen timer first, then by the other one, then builds."""
+    skipped_lines = [f"- {name}: {reason}" for name, reason in sorted((skipped or {}).items())]
+    if skipped_lines:
+        skipped_lines = ["", "Skipped:", "", *skipped_lines]
     if not points:
-        return "No results.\n"
+        return "No results.\n" + "\n".join(skipped_lines) + "\n"
     if timer not in TIMERS:
         raise ValueError(f"timer: expected one of {sorted(TIMERS)}, got {timer!r}")
     versions = sorted({f"{point['library']} {point['library_version']}" for point in points})
@@ -224,6 +295,7 @@ def markdown_report(points: Sequence[Point], timer: str = "wall") -> str:
         context_line(points),
         "",
         "Versions: " + ", ".join(versions) + ".",
+        *skipped_lines,
     ]
     timers = [timer] + [other for other in TIMERS if other != timer]
     for position, current in enumerate(timers):
@@ -254,8 +326,8 @@ def markdown_report(points: Sequence[Point], timer: str = "wall") -> str:
                 f"Ratios in parentheses are to {BASELINE}. QPS is interpolated along the ef "
                 "sweep (Annoy: search_k; best n_trees build named) with log-linear interpolation "
                 "between the two points that bracket the target; * = the first point of the "
-                "sweep already exceeded the target, so the value is a lower bound. Annoy has no "
-                "batch call: its batch is a Python loop.",
+                "sweep already exceeded the target, so the value is a lower bound. "
+                + _loop_note(points),
             ]
     parts += [
         "",
@@ -263,14 +335,30 @@ def markdown_report(points: Sequence[Point], timer: str = "wall") -> str:
         "",
         build_table(points),
         "",
-        "build s = wall clock; build CPU s = CPU seconds of all build threads. index "
-        "bytes/vector = saved file size / n. Peak RSS growth = peak resident memory during the "
-        "build minus resident memory before it, in a fresh process per library (data set "
-        "already loaded), so it counts the index plus build-time scratch. Ratios are to "
+        "build s = wall clock (with the build threads); build CPU s = CPU seconds of all build "
+        "threads. Bytes per vector: memory = the library's own count of its index memory "
+        "(matry Index.memory_bytes, usearch memory_usage; '-' where a library has none); "
+        "resident = RSS growth of a fresh process after loading the saved index and one warm "
+        "batched search of the single-query subset at the middle of the sweep, over the RSS of "
+        "a bare interpreter that imported the library; resident (mmap) = the same with "
+        "matry's Index.load(path, mmap=True), counting the file pages the queries touched "
+        "(Annoy always maps its file); disk = saved size / n; peak RSS growth = peak resident "
+        "memory during the build minus resident memory before it, in a fresh process per "
+        f"library (data set already loaded), so it counts build scratch too. Ratios are to "
         f"{BASELINE}.",
         "",
     ]
     return "\n".join(parts)
+
+
+def _loop_note(points: Sequence[Point]) -> str:
+    looped = _loop_libraries(points)
+    if not looped:
+        return ""
+    return (
+        f"{', '.join(looped)} {'has' if len(looped) == 1 else 'have'} no batched query call: "
+        "the batch is a Python loop of single queries."
+    )
 
 
 def pareto_front(points: Iterable[Point], qps_key: str) -> list[tuple[float, float]]:
@@ -337,11 +425,16 @@ def plot(points: Sequence[Point], path: Path, timer: str = "wall") -> None:
     plt.close(figure)
 
 
-def write_report(results_dir: Path, points: Sequence[Point], timer: str = "wall") -> list[Path]:
+def write_report(
+    results_dir: Path,
+    points: Sequence[Point],
+    timer: str = "wall",
+    skipped: dict[str, str] | None = None,
+) -> list[Path]:
     """Write table.md and plot.png beside results.jsonl; returns the paths written."""
     results_dir = Path(results_dir)
     table_path = results_dir / "table.md"
-    table_path.write_text(markdown_report(points, timer))
+    table_path.write_text(markdown_report(points, timer, skipped))
     written = [table_path]
     if points:
         plot_path = results_dir / "plot.png"

@@ -4,8 +4,12 @@ The parent prepares the data set, then starts ``python -m bench worker SPEC.json
 library (Annoy: once per n_trees). The worker loads the cached arrays, resets the kernel's
 peak-RSS counter (``/proc/self/clear_refs``), builds the index, reads the peak (``VmHWM``) so the
 growth is attributable to that library's build alone, saves the index to measure its file size,
-then sweeps ef (Annoy: search_k) and appends one JSON line per point to a results file. The
-parent gathers the lines into ``results.jsonl`` and writes ``table.md`` and ``plot.png``.
+measures the resident memory of the saved index in a fresh subprocess (bench/resident.py:
+RSS growth after loading it and running warm queries, for each load mode the library has),
+then sweeps its search parameter (ef; Annoy: search_k; ScaNN: leaves to search) and appends one
+JSON line per point to a results file. The parent gathers the lines into ``results.jsonl`` and
+writes ``table.md`` and ``plot.png``. Libraries run one after another in the order given, each
+in its own worker, all with one query thread by default.
 
 Per point the worker measures:
 
@@ -43,12 +47,15 @@ from typing import Any
 
 import numpy as np
 
-from bench import datasets, report
-from bench.libs import ADAPTERS, LIBRARY_NAMES, LibraryAdapter, make_adapter
+from bench import datasets, report, resident
+from bench.libs import ADAPTERS, LIBRARY_NAMES, MMAP, LibraryAdapter, make_adapter
 
 DEFAULT_EF_VALUES = (10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 DEFAULT_ANNOY_TREES = (10, 50, 100)
 DEFAULT_ANNOY_SEARCH_K = (100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000)
+# ScaNN leaves to search; with num_leaves = sqrt(n) (624 for glove-50) this spans recall@10
+# from below 0.8 to above 0.99. Values above num_leaves search every leaf.
+DEFAULT_SCANN_LEAVES = (2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 DEFAULT_SINGLE_QUERY_COUNT = 2_000
 DEFAULT_POINT_TIME_CAP = 40.0
 QUICK_POINT_TIME_CAP = 8.0
@@ -76,11 +83,21 @@ class RunConfig:
     ef_values: list[int] = field(default_factory=lambda: list(DEFAULT_EF_VALUES))
     annoy_trees: list[int] = field(default_factory=lambda: list(DEFAULT_ANNOY_TREES))
     annoy_search_k: list[int] = field(default_factory=lambda: list(DEFAULT_ANNOY_SEARCH_K))
+    scann_leaves: list[int] = field(default_factory=lambda: list(DEFAULT_SCANN_LEAVES))
     single_query_count: int | None = None
     point_time_cap: float | None = None
     stop_recall: float = 0.999
     timer: str = "wall"
     progress: bool = True
+    resident: bool = True
+
+    def sweep_values(self, sweep: str) -> list[int]:
+        """The search parameter values of a sweep kind (LibraryAdapter.sweep)."""
+        return {
+            "ef": self.ef_values,
+            "annoy_search_k": self.annoy_search_k,
+            "scann_leaves": self.scann_leaves,
+        }[sweep]
 
 
 @dataclass
@@ -101,6 +118,7 @@ class WorkerSpec:
     stop_recall: float
     results_path: str
     progress: bool
+    resident: bool = True
 
 
 def run(config: RunConfig) -> int:
@@ -132,22 +150,21 @@ def run(config: RunConfig) -> int:
 
     points: list[dict[str, Any]] = []
     failures: list[str] = []
+    skipped: dict[str, str] = {}
     worker_number = 0
     with tempfile.TemporaryDirectory(prefix="matry-bench-") as scratch:
         for library in config.libs:
             adapter_class = ADAPTERS[library]
-            if not adapter_class.available():
-                print(
-                    f"skipping {library}: not installed (pip install {adapter_class.distribution})",
-                    flush=True,
-                )
+            reason = adapter_class.skip_reason(dataset.dim)
+            if reason:
+                skipped[library] = reason
+                print(f"skipping {library}: {reason}", flush=True)
                 continue
+            values = config.sweep_values(adapter_class.sweep)
             if library == "annoy":
-                builds = [
-                    ({"n_trees": trees}, config.annoy_search_k) for trees in config.annoy_trees
-                ]
+                builds = [({"n_trees": trees}, values) for trees in config.annoy_trees]
             else:
-                builds = [({}, config.ef_values)]
+                builds = [({}, values)]
             for options, values in builds:
                 worker_number += 1
                 spec = WorkerSpec(
@@ -165,6 +182,7 @@ def run(config: RunConfig) -> int:
                     stop_recall=config.stop_recall,
                     results_path=str(Path(scratch) / f"points-{worker_number}.jsonl"),
                     progress=config.progress,
+                    resident=config.resident,
                 )
                 label = library + "".join(f" {key}={value}" for key, value in options.items())
                 new_points, error = _run_worker(spec, scratch, config)
@@ -177,7 +195,8 @@ def run(config: RunConfig) -> int:
     with open(results_path, "w") as handle:
         for point in points:
             handle.write(json.dumps(point, sort_keys=True) + "\n")
-    written = report.write_report(results_dir, points, config.timer)
+    (results_dir / report.SKIPPED_FILE).write_text(json.dumps(skipped, indent=1, sort_keys=True))
+    written = report.write_report(results_dir, points, config.timer, skipped)
     print(f"\nwrote {results_path}", flush=True)
     for path in written:
         print(f"wrote {path}", flush=True)
@@ -233,7 +252,11 @@ def run_worker(spec_path: Path) -> int:
     adapter = make_adapter(spec.library, dataset.dim, **spec.options)
     label = spec.library + "".join(f" {key}={value}" for key, value in spec.options.items())
 
-    build = _build(adapter, base, spec, label)
+    with tempfile.TemporaryDirectory(prefix="matry-bench-index-") as directory:
+        index_path = Path(directory) / f"{spec.library}.index"
+        build = _build(adapter, base, spec, label, index_path)
+        if spec.resident:
+            build.update(_resident(adapter, spec, dataset, index_path, label))
     adapter.set_query_threads(spec.query_threads)
     adapter.set_search_param(spec.search_values[0])
     adapter.search_batch(queries[: min(200, len(queries))], spec.k)  # warm up caches
@@ -258,6 +281,8 @@ def run_worker(spec_path: Path) -> int:
         "query_threads": spec.query_threads,
         "k": spec.k,
         "search_param_name": adapter.search_param_name,
+        "library_parameters": adapter.parameters(),
+        "batch_is_loop": adapter.batch_is_loop,
         **build,
         **machine_info(),
     }
@@ -298,8 +323,9 @@ def run_worker(spec_path: Path) -> int:
 
 
 def _build(
-    adapter: LibraryAdapter, base: np.ndarray, spec: WorkerSpec, label: str
+    adapter: LibraryAdapter, base: np.ndarray, spec: WorkerSpec, label: str, index_path: Path
 ) -> dict[str, Any]:
+    """Build (timed, with the RSS counters), then save to ``index_path`` for its size."""
     from tqdm import tqdm
 
     peak_reset = reset_peak_rss()
@@ -313,9 +339,13 @@ def _build(
         disable=not spec.progress,
         file=sys.stderr,
     ) as bar:
+
+        def advance(rows: int) -> None:
+            bar.update(rows)
+
         cpu_started = time.process_time()
         started = time.perf_counter()
-        adapter.build(base, spec.M, spec.ef_construction, spec.build_threads, progress=bar.update)
+        adapter.build(base, spec.M, spec.ef_construction, spec.build_threads, progress=advance)
         build_seconds = time.perf_counter() - started
         build_cpu_seconds = time.process_time() - cpu_started
     rss_after = current_rss_bytes()
@@ -326,18 +356,20 @@ def _build(
     else:
         peak_growth = peak_after - max(rss_before, peak_before)
         rss_method = "ru_maxrss growth during build (peak could not be reset)"
-    with tempfile.TemporaryDirectory(prefix="matry-bench-index-") as directory:
-        index_bytes = adapter.save(Path(directory) / f"{spec.library}.index")
+    memory_bytes = adapter.memory_bytes()
+    index_bytes = adapter.save(index_path)
     count = len(base)
     print(
-        f"  {label:<16} built in {build_seconds:.1f} s ({build_cpu_seconds:.1f} CPU s), "
-        f"index {index_bytes / count:.0f} B/vector, "
-        f"peak RSS growth {peak_growth / count:.0f} B/vector",
+        f"  {label:<16} built in {build_seconds:.1f} s ({build_cpu_seconds:.1f} CPU s, "
+        f"{adapter.build_threads_used} threads), index {index_bytes / count:.0f} B/vector on "
+        f"disk, peak RSS growth {peak_growth / count:.0f} B/vector",
         flush=True,
     )
     return {
         "build_seconds": build_seconds,
         "build_cpu_seconds": build_cpu_seconds,
+        "build_threads_used": adapter.build_threads_used,
+        "memory_bytes_per_vector": None if memory_bytes is None else memory_bytes / count,
         "index_bytes": index_bytes,
         "index_bytes_per_vector": index_bytes / count,
         "rss_build_peak_bytes": peak_growth,
@@ -346,6 +378,58 @@ def _build(
         "rss_after_build_bytes_per_vector": (rss_after - rss_before) / count,
         "rss_method": rss_method,
     }
+
+
+def _resident(
+    adapter: LibraryAdapter,
+    spec: WorkerSpec,
+    dataset: datasets.Dataset,
+    index_path: Path,
+    label: str,
+) -> dict[str, Any]:
+    """Resident bytes per vector of the saved index, per load mode, from fresh subprocesses.
+
+    The warm pass searches the single-query subset at the middle value of the sweep.
+    """
+    fields: dict[str, Any] = {
+        "resident_method": "VmRSS after load + one warm batched search minus VmRSS of a fresh "
+        "interpreter that imported the library (bench/resident.py)"
+    }
+    values = spec.search_values
+    for mode in adapter.load_modes():
+        resident_spec = resident.ResidentSpec(
+            library=spec.library,
+            options=spec.options,
+            dim=dataset.dim,
+            count=dataset.n_base,
+            index_path=str(index_path),
+            mode=mode,
+            queries_path=str(dataset.directory / "queries.npy"),
+            query_count=spec.single_query_count,
+            search_value=values[len(values) // 2],
+            k=spec.k,
+            result_path=str(index_path.parent / f"resident-{mode}.json"),
+        )
+        result = resident.measure(resident_spec)
+        key = "resident_mmap" if mode == MMAP else "resident"
+        if "error" in result:
+            fields[f"{key}_error"] = result["error"]
+            print(f"  {label:<16} resident memory ({mode}) failed: {result['error']}", flush=True)
+            continue
+        growth = result.get("VmRSS_growth_bytes")
+        if growth is None:
+            continue
+        fields[f"{key}_bytes_per_vector"] = growth / dataset.n_base
+        anonymous = result.get("RssAnon_growth_bytes")
+        if anonymous is not None:
+            fields[f"{key}_anon_bytes_per_vector"] = anonymous / dataset.n_base
+        fields[f"{key}_load_seconds"] = result.get("load_seconds")
+        print(
+            f"  {label:<16} resident after {mode} + warm queries: "
+            f"{growth / dataset.n_base:.0f} B/vector",
+            flush=True,
+        )
+    return fields
 
 
 def measure_point(
