@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
-import types
 from pathlib import Path
 
 import matry
@@ -410,36 +408,18 @@ def test_stdlib_docstrings_are_unique_and_spread() -> None:
     assert len({name.split(".")[0] for name, _ in pairs}) >= 20
 
 
-def test_tune_and_bench_are_dispatched(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_tune_is_dispatched(monkeypatch: pytest.MonkeyPatch) -> None:
     received: dict[str, list[str]] = {}
 
     def fake_tune(argv: list[str]) -> int:
         received["tune"] = argv
         return 3
 
-    def fake_bench(argv: list[str]) -> int:
-        received["bench"] = argv
-        return 0
-
     import matry.tune
 
     monkeypatch.setattr(matry.tune, "cli_main", fake_tune)
     assert cli.main(["tune", "--recall", "0.95", "data.npy"]) == 3
     assert received["tune"] == ["--recall", "0.95", "data.npy"]
-
-    fake_module = types.ModuleType("bench.__main__")
-    fake_module.main = fake_bench  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "bench", types.ModuleType("bench"))
-    monkeypatch.setitem(sys.modules, "bench.__main__", fake_module)
-    assert cli.main(["bench", "run", "--quick"]) == 0
-    assert received["bench"] == ["run", "--quick"]
-
-    monkeypatch.setitem(sys.modules, "bench", None)
-    monkeypatch.delitem(sys.modules, "bench.__main__")
-    assert cli.main(["bench", "run"]) == 2
-    assert "source repository" in capsys.readouterr().err
 
 
 def test_cli_without_a_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, type_check_only
 
 import numpy as np
 import numpy.typing as npt
@@ -28,7 +28,11 @@ def dot_u8s8_rows(
 ) -> npt.NDArray[np.int32]: ...
 def read_header(path: str | bytes) -> dict[str, Any]: ...
 
-class Index:
+@type_check_only
+class _Pybind11Type(type):
+    """pybind11_builtins.pybind11_type, the metaclass of every class pybind11 binds."""
+
+class Index(metaclass=_Pybind11Type):
     def __init__(
         self,
         dim: int,

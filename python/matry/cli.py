@@ -1,4 +1,4 @@
-"""The ``matry`` command: ``matry demo``, ``matry tune ...``, ``matry bench ...``."""
+"""The ``matry`` command: ``matry demo`` and ``matry tune ...``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,10 @@ import sysconfig
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from .collection import Hit
 
 DEMO_QUERIES = (
     "read and write JSON files",
@@ -147,7 +151,9 @@ def _shorten(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def run_demo(count: int, queries: Sequence[str], k: int, threads: int | None) -> int:
+def run_demo(
+    count: int, queries: Sequence[str], k: int, threads: int | None, progress: bool = True
+) -> int:
     from .collection import Collection
     from .encoder import Encoder
 
@@ -173,7 +179,7 @@ def run_demo(count: int, queries: Sequence[str], k: int, threads: int | None) ->
     collection = Collection(encoder)
     texts = [text for _, text in pairs]
     started = time.perf_counter()
-    vectors = encoder.encode(texts, input_type="document")
+    vectors = encoder.encode(texts, input_type="document", progress=progress)
     encode_seconds = time.perf_counter() - started
     started = time.perf_counter()
     collection.add_vectors(
@@ -190,7 +196,10 @@ def run_demo(count: int, queries: Sequence[str], k: int, threads: int | None) ->
         started = time.perf_counter()
         query_vector = encoder.encode(query, input_type="query")
         encoded = time.perf_counter()
-        hits = collection.search_vectors(query_vector[0], encoder.fingerprint, k=k)
+        # one 1-D query vector gives one list of hits
+        hits = cast(
+            "list[Hit]", collection.search_vectors(query_vector[0], encoder.fingerprint, k=k)
+        )
         searched = time.perf_counter()
         print(
             f"\nquery: {query!r}  (encode {(encoded - started) * 1000:.1f} ms, "
@@ -206,21 +215,6 @@ def _run_tune(argv: list[str]) -> int:
     from .tune import cli_main
 
     return int(cli_main(argv))
-
-
-def _run_bench(argv: list[str]) -> int:
-    try:
-        from bench.__main__ import main as bench_main
-    except ImportError as error:
-        print(
-            "matry bench: the benchmark suite is not importable here "
-            f"({error}). It lives in the bench/ directory of the matry source repository: "
-            "run `matry bench ...` (or `python -m bench ...`) from the root of a checkout, "
-            "with the bench extra installed (pip install 'matry[bench]').",
-            file=sys.stderr,
-        )
-        return 2
-    return int(bench_main(argv) or 0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -259,11 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="encoder threads (default: onnxruntime's choice)",
     )
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar while encoding")
     commands.add_parser(
         "tune", help="tune ef / M to a recall target (see matry tune --help)", add_help=False
-    )
-    commands.add_parser(
-        "bench", help="side-by-side benchmarks (from a source checkout)", add_help=False
     )
     return parser
 
@@ -277,17 +269,19 @@ def _positive_int(text: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
-    # tune and bench own their arguments: hand everything after the command over untouched
+    # tune owns its arguments: hand everything after the command over untouched
     if arguments and arguments[0] == "tune":
         return _run_tune(arguments[1:])
-    if arguments and arguments[0] == "bench":
-        return _run_bench(arguments[1:])
     parser = build_parser()
     options = parser.parse_args(arguments)
     if options.command == "demo":
         try:
             return run_demo(
-                options.count, options.queries or DEMO_QUERIES, options.k, options.threads
+                options.count,
+                options.queries or DEMO_QUERIES,
+                options.k,
+                options.threads,
+                progress=not options.no_progress,
             )
         except ImportError as error:
             print(f"matry demo: {error}", file=sys.stderr)

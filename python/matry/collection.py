@@ -12,7 +12,7 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Union, cast, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -315,6 +315,20 @@ class Collection:
 
     # ---------------------------------------------------------------- searching
 
+    # str is itself an Iterable[str]: the first overload wins for a single string.
+    @overload
+    def search(  # type: ignore[overload-overlap]
+        self, text_or_texts: str, k: int = ..., *, ef: int | None = ..., batch_size: int = ...
+    ) -> list[Hit]: ...
+    @overload
+    def search(
+        self,
+        text_or_texts: Iterable[str],
+        k: int = ...,
+        *,
+        ef: int | None = ...,
+        batch_size: int = ...,
+    ) -> list[list[Hit]]: ...
     def search(
         self,
         text_or_texts: str | Iterable[str],
@@ -512,7 +526,8 @@ class Collection:
         params.update(index_params)
         fresh = Collection(new_encoder, metric=self._metric, dims=dims, **params)
         fresh._index.ef = self._index.ef
-        texts = [self._texts[i] for i in ids]
+        # every id has a text: the missing ones were refused above
+        texts = cast("list[str]", [self._texts[i] for i in ids])
         if texts:
             vectors = new_encoder.encode(
                 texts,

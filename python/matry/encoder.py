@@ -515,7 +515,8 @@ class Encoder:
         weights = mask.astype(np.float32)
         summed = np.matmul(weights[:, None, :], output)[:, 0, :]
         counts = np.maximum(weights.sum(axis=1, keepdims=True), 1e-9)
-        return summed / counts
+        pooled: np.ndarray = summed / counts
+        return pooled
 
     def _embed(self, encodings: Sequence[Any], width: int, dims: int) -> np.ndarray:
         vectors = self._pool(*self._forward(encodings, width))[:, :dims]

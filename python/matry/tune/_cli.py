@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +122,7 @@ def _read_arrow(file: Path, column: str | None) -> np.ndarray:
     return np.asarray(values).reshape(len(array), dim)
 
 
-def _int_list(option: str):
+def _int_list(option: str) -> Callable[[str], list[int]]:
     def parse(text: str) -> list[int]:
         try:
             values = [int(part) for part in text.split(",") if part.strip()]
@@ -208,6 +210,12 @@ def cli_main(argv: list[str]) -> int:
 
 
 def _run(args: Any) -> int:
+    # checked before the grid runs: it can take minutes, and its report should not be lost
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        raise ValueError(
+            "--plot: writing the plot needs matplotlib, which is not installed"
+            " (pip install 'matry[plot]')"
+        )
     vectors = read_vectors(args.data, args.column)
     queries = None if args.queries is None else read_vectors(args.queries, args.column)
     report = grid(

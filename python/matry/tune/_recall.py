@@ -104,7 +104,9 @@ class Workload:
         return int(self.queries.shape[0])
 
 
-def _drop_self(ids: np.ndarray, distances: np.ndarray, self_ids: np.ndarray, k: int):
+def _drop_self(
+    ids: np.ndarray, distances: np.ndarray, self_ids: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """From k + 1 results per row drop the query's own id (or the last one if it is absent)."""
     is_self = ids == self_ids[:, None]
     has_self = is_self.any(axis=1)

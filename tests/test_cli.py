@@ -1,0 +1,169 @@
+"""Smoke tests of the `matry` command as a user runs it: in a subprocess, through the installed
+console script when there is one.
+
+They need nothing beyond pytest and matry's core dependencies, so CI runs this file a second
+time on an install without extras (`pip install .`), where `matry demo` must explain which extra
+it needs instead of failing with a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import matry
+import numpy as np
+
+ENCODER_INSTALLED = all(
+    importlib.util.find_spec(module) is not None for module in ("onnxruntime", "tokenizers")
+)
+MATPLOTLIB_INSTALLED = importlib.util.find_spec("matplotlib") is not None
+TIMEOUT_SECONDS = 300
+
+
+def _matry_command() -> list[str]:
+    """The `matry` console script of this environment, or (in a source checkout used through
+    PYTHONPATH, where none is installed) the same entry point run by this interpreter."""
+    script = Path(sys.executable).with_name("matry.exe" if os.name == "nt" else "matry")
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-c", "import sys; from matry.cli import main; sys.exit(main())"]
+
+
+def _run(*arguments: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*_matry_command(), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_SECONDS,
+        check=False,
+        cwd=cwd,
+    )
+
+
+def _small_vectors(path: Path, n: int = 1200, dim: int = 8) -> Path:
+    """Gaussian clusters, easy enough that every small configuration reaches the target."""
+    rng = np.random.default_rng(7)
+    centres = rng.normal(size=(12, dim))
+    rows = centres[rng.integers(0, len(centres), size=n)] + 0.3 * rng.normal(size=(n, dim))
+    np.save(path, rows.astype(np.float32))
+    return path
+
+
+def _tune_arguments(data: Path, *extra: str) -> list[str]:
+    return [
+        "tune",
+        "--data",
+        str(data),
+        "--target",
+        "0.9",
+        "--k",
+        "5",
+        "--Ms",
+        "8",
+        "--ef-constructions",
+        "40",
+        "--sample",
+        "60",
+        "--threads",
+        "1",
+        "--qps-min-seconds",
+        "0",
+        *extra,
+    ]
+
+
+def test_help_lists_the_commands_that_exist() -> None:
+    completed = _run("--help")
+    assert completed.returncode == 0, completed.stderr
+    assert "demo" in completed.stdout and "tune" in completed.stdout
+    assert "bench" not in completed.stdout
+
+
+def test_version_is_the_package_version() -> None:
+    completed = _run("--version")
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == f"matry {matry.__version__}"
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    completed = _run("bench", "run")
+    assert completed.returncode == 2
+    assert "invalid choice: 'bench'" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def test_tune_without_progress_bar_writes_report_and_index(tmp_path: Path) -> None:
+    data = _small_vectors(tmp_path / "vectors.npy")
+    report_file, index_file = tmp_path / "report.json", tmp_path / "tuned.matry"
+    completed = _run(
+        *_tune_arguments(
+            data, "--no-progress", "--json", str(report_file), "--save-index", str(index_file)
+        )
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "**Recommended:**" in completed.stdout
+    assert completed.stderr == ""  # no bar, no warning
+    report = json.loads(report_file.read_text())
+    assert report["n_vectors"] == 1200
+    tuned = matry.Index.load(index_file)
+    assert len(tuned) == 1200
+    assert tuned.ef == report["recommended"]["ef"]
+
+
+def test_tune_shows_a_progress_bar_by_default(tmp_path: Path) -> None:
+    data = _small_vectors(tmp_path / "vectors.npy", n=400)
+    completed = _run(*_tune_arguments(data))
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "matry tune" in completed.stderr and "config" in completed.stderr
+    assert "**Recommended:**" in completed.stdout
+
+
+def test_tune_plot_needs_matplotlib_or_writes_a_png(tmp_path: Path) -> None:
+    data = _small_vectors(tmp_path / "vectors.npy", n=400)
+    plot = tmp_path / "tune.png"
+    completed = _run(*_tune_arguments(data, "--no-progress", "--plot", str(plot)))
+    if MATPLOTLIB_INSTALLED:
+        assert completed.returncode == 0, completed.stdout + completed.stderr
+        assert plot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    else:
+        # refused before any index is built, with the extra to install
+        assert completed.returncode == 2
+        assert "matry[plot]" in completed.stderr
+        assert completed.stdout == "" and not plot.exists()
+    assert "Traceback" not in completed.stderr
+
+
+def test_tune_bad_input_names_the_problem(tmp_path: Path) -> None:
+    completed = _run("tune", "--data", str(tmp_path / "missing.npy"), "--no-progress")
+    assert completed.returncode == 2
+    assert "no such file" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def test_demo_runs_or_names_the_encoder_extra() -> None:
+    completed = _run("demo", "--count", "30", "-k", "1", "--query", "parse JSON text")
+    if ENCODER_INSTALLED:
+        assert completed.returncode == 0, completed.stdout + completed.stderr
+        assert "30 docstrings" in completed.stdout
+        assert "query: 'parse JSON text'" in completed.stdout
+        assert "encoding (all-MiniLM-L6-v2)" in completed.stderr  # the progress bar
+    else:
+        assert completed.returncode == 1
+        assert "pip install 'matry[encoder]'" in completed.stderr
+        assert "Traceback" not in completed.stderr
+
+
+def test_demo_without_progress_bar() -> None:
+    completed = _run("demo", "--count", "20", "-k", "1", "--query", "gzip", "--no-progress")
+    if ENCODER_INSTALLED:
+        assert completed.returncode == 0, completed.stdout + completed.stderr
+        assert "encoding (" not in completed.stderr
+        assert "query: 'gzip'" in completed.stdout
+    else:
+        assert completed.returncode == 1
+        assert "pip install 'matry[encoder]'" in completed.stderr
