@@ -79,9 +79,9 @@ def _as_rows(values: ArrayLike, dim: int, argument: str) -> np.ndarray:
 
 def _as_ids(values: ArrayLike, argument: str = "ids") -> np.ndarray:
     """Converts to a 1-D int64 array of non-negative ids, or raises ValueError."""
-    if isinstance(values, (int, np.integer)) and not isinstance(values, bool):
-        values = [values]
     array = np.asarray(values)
+    if array.ndim == 0 and array.dtype.kind in "iu":
+        array = array.reshape(1)  # one id
     if array.size == 0:
         return np.zeros(0, dtype=np.int64)
     if array.dtype.kind not in "iu":
