@@ -220,7 +220,8 @@ PYBIND11_MODULE(_core, m) {
   py::class_<Index>(m, "Index")
       .def(py::init([](std::size_t dim, const std::string& metric, std::uint32_t M,
                        std::uint32_t ef_construction, std::uint64_t seed, std::size_t prefix_dim,
-                       bool require_unit_norm) {
+                       bool require_unit_norm, const std::string& quantization,
+                       const std::string& int8_mode, bool build_on_codes) {
              matry::IndexParams params;
              params.dim = dim;
              params.metric = matry::parse_metric(metric);
@@ -229,11 +230,25 @@ PYBIND11_MODULE(_core, m) {
              params.seed = seed;
              params.prefix_dim = prefix_dim;
              params.require_unit_norm = require_unit_norm;
+             params.quantization = matry::parse_quantization(quantization);
+             if (int8_mode == "per_vector") {
+               params.int8_mode = matry::quant::Int8Mode::per_vector;
+             } else if (int8_mode == "per_dimension") {
+               params.int8_mode = matry::quant::Int8Mode::per_dimension;
+             } else {
+               throw matry::InvalidArgument(
+                   "int8_mode: expected 'per_vector' or 'per_dimension', got '" + int8_mode + "'");
+             }
+             params.build_on_codes = build_on_codes;
              return std::make_unique<Index>(params);
            }),
            py::arg("dim"), py::arg("metric") = "cosine", py::arg("M") = 16,
            py::arg("ef_construction") = 200, py::arg("seed") = 0, py::arg("prefix_dim") = 0,
-           py::arg("require_unit_norm") = true)
+           py::arg("require_unit_norm") = true, py::arg("quantization") = "none",
+           py::arg("int8_mode") = "per_vector", py::arg("build_on_codes") = true)
+      .def_property_readonly(
+          "quantization",
+          [](const Index& ix) { return matry::quantization_name(ix.params().quantization); })
       .def_property_readonly("dim", &Index::dim)
       .def_property_readonly("metric",
                              [](const Index& ix) { return matry::metric_name(ix.params().metric); })

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <exception>
 #include <limits>
 #include <queue>
@@ -99,6 +100,65 @@ struct PrefixL2Space {
   void prefetch(NodeId node) const { prefetch_row(rows + node * stride, width); }
 };
 
+// Traversal on int8 codes (quant/int8.hpp) in the graph's level-0 blocks. The neighbour
+// heuristic (between) stays on f32 through `Exact`, the space the codes approximate.
+template <class Exact>
+struct CodeSpaceBase {
+  Exact exact;
+  const std::uint8_t* blocks;  // level-0 block of node 0
+  std::size_t block_bytes;
+  std::size_t payload_offset;
+  std::size_t width;  // code bytes compared: the full dim or a prefix
+  kernels::CodeKernel dot_codes;
+  const quant::CodeQuery* code_query;
+
+  const std::uint8_t* payload(NodeId node) const {
+    return blocks + node * block_bytes + payload_offset;
+  }
+  quant::CodeHeader header(NodeId node) const {
+    quant::CodeHeader h;
+    std::memcpy(&h, payload(node), sizeof(h));
+    return h;
+  }
+  // q . x_hat over the first `width` dims.
+  float estimated_dot(NodeId node, const quant::CodeHeader& h) const {
+    const std::int32_t integer =
+        dot_codes(payload(node) + sizeof(quant::CodeHeader), code_query->u.data(), width);
+    return code_query->offset_dot + h.lo * code_query->sum_w +
+           h.step * code_query->w_scale * static_cast<float>(integer);
+  }
+  float between(NodeId a, NodeId b) const { return exact.between(a, b); }
+  void prefetch(NodeId node) const {
+    const std::uintptr_t first = reinterpret_cast<std::uintptr_t>(payload(node)) & ~std::uintptr_t{63};
+    const std::uintptr_t end =
+        reinterpret_cast<std::uintptr_t>(payload(node)) + sizeof(quant::CodeHeader) + width;
+    for (std::uintptr_t line = first; line < end; line += 64) {
+      __builtin_prefetch(reinterpret_cast<const void*>(line));
+    }
+  }
+};
+
+// Cosine and ip on codes, full width: 1 - q . x_hat (rows and query are unit length).
+struct CodeDotSpace : CodeSpaceBase<DotSpace> {
+  float query(NodeId node) const { return 1.0f - estimated_dot(node, header(node)); }
+};
+
+// Cosine and ip on the codes of a prefix: 1 - cos over the first `width` dims, with the exact
+// prefix norm of the row (PrefixDotSpace's table, or computed when the width has none).
+struct CodePrefixDotSpace : CodeSpaceBase<PrefixDotSpace> {
+  float query(NodeId node) const {
+    return 1.0f - estimated_dot(node, header(node)) * exact.query_inv_norm * exact.inv_norm(node);
+  }
+};
+
+// l2 on codes: |x|^2 - 2 q . x_hat + |q|^2 with the row's exact |x|^2.
+struct CodeL2Space : CodeSpaceBase<L2Space> {
+  float query(NodeId node) const {
+    const quant::CodeHeader h = header(node);
+    return h.squared_norm - 2.0f * estimated_dot(node, h) + code_query->squared_norm;
+  }
+};
+
 float inverse_norm(const kernels::KernelTable& kernels, const float* row, std::size_t n) {
   const float squared = kernels.dot(row, row, n);
   return squared > 0.0f ? 1.0f / std::sqrt(squared) : 0.0f;
@@ -111,6 +171,16 @@ Metric parse_metric(const std::string& name) {
   if (name == "ip") return Metric::ip;
   if (name == "l2") return Metric::l2;
   throw InvalidArgument("metric: expected 'cosine', 'ip' or 'l2', got '" + name + "'");
+}
+
+Quantization parse_quantization(const std::string& name) {
+  if (name.empty() || name == "none") return Quantization::none;
+  if (name == "int8") return Quantization::int8;
+  throw InvalidArgument("quantization: expected None or 'int8', got '" + name + "'");
+}
+
+const char* quantization_name(Quantization quantization) {
+  return quantization == Quantization::int8 ? "int8" : "none";
 }
 
 const char* metric_name(Metric metric) {
@@ -139,6 +209,12 @@ static IndexParams checked(IndexParams params) {
                           "), got " + std::to_string(params.prefix_dim));
   }
   if (params.prefix_dim == params.dim) params.prefix_dim = 0;  // full width: the plain path
+  if (params.quantization != Quantization::none && params.prefix_dim != 0 &&
+      params.metric == Metric::l2) {
+    throw InvalidArgument(
+        "prefix_dim: a Matryoshka prefix on int8 codes needs metric 'cosine' or 'ip' (prefix "
+        "l2 is supported on f32 rows: quantization=None)");
+  }
   return params;
 }
 
@@ -146,7 +222,17 @@ Index::Index(const IndexParams& params)
     : params_(checked(params)),
       kernels_(kernels::active_kernels()),
       store_(params_.dim),
-      graph_(params_.M, params_.ef_construction) {}
+      graph_(params_.M, params_.ef_construction,
+             params_.quantization == Quantization::int8
+                 ? quant::Int8Quantizer(params_.dim, params_.int8_mode).payload_bytes()
+                 : 0),
+      quantizer_(params_.dim, params_.int8_mode) {}
+
+std::size_t Index::default_rerank(bool prefix, std::size_t k, std::size_t ef) {
+  constexpr std::size_t kInt8RerankFactor = 4;
+  if (prefix) return ef;
+  return std::min(ef, std::max(k, kInt8RerankFactor * k));
+}
 
 std::shared_lock<std::shared_mutex> Index::read_lock() const {
   {
@@ -243,6 +329,71 @@ void Index::compute_prefix_norm(NodeId node) {
   prefix_inv_norms_[node] = inverse_norm(kernels_, store_.row(node), params_.prefix_dim);
 }
 
+template <class Visit>
+void Index::with_space(const float* query, std::size_t width, bool on_codes,
+                       quant::CodeQuery& codes, Visit&& visit) const {
+  const float* rows = store_.rows();
+  const std::size_t dim = params_.dim;
+  const bool l2 = params_.metric == Metric::l2;
+  if (width == 0 || width >= dim) width = 0;
+  const float* table = width != 0 && width == params_.prefix_dim ? prefix_inv_norms_.data() : nullptr;
+  const float query_inv_norm = width != 0 && !l2 ? inverse_norm(kernels_, query, width) : 1.0f;
+
+  if (on_codes) {
+    quantizer_.prepare_query(query, width == 0 ? dim : width, codes);
+    const auto code_space = [&](auto exact) {
+      using Exact = decltype(exact);
+      return CodeSpaceBase<Exact>{exact,
+                                  graph_.blocks(),
+                                  graph_.level0_stride() * sizeof(std::uint32_t),
+                                  graph_.payload_offset(),
+                                  width == 0 ? dim : width,
+                                  kernels_.dot_u8s8,
+                                  &codes};
+    };
+    if (l2) {
+      visit(CodeL2Space{code_space(L2Space{rows, dim, kernels_.l2sq, query})});
+    } else if (width == 0) {
+      visit(CodeDotSpace{code_space(DotSpace{rows, dim, kernels_.dot, query})});
+    } else {
+      visit(CodePrefixDotSpace{code_space(
+          PrefixDotSpace{rows, dim, width, kernels_.dot, table, query, query_inv_norm})});
+    }
+    return;
+  }
+  if (width == 0) {
+    if (l2) {
+      visit(L2Space{rows, dim, kernels_.l2sq, query});
+    } else {
+      visit(DotSpace{rows, dim, kernels_.dot, query});
+    }
+  } else if (l2) {
+    visit(PrefixL2Space{rows, dim, width, kernels_.l2sq, query});
+  } else {
+    visit(PrefixDotSpace{rows, dim, width, kernels_.dot, table, query, query_inv_norm});
+  }
+}
+
+void Index::rerank_on_rows(const float* query, std::size_t count,
+                           std::vector<graph::Neighbor>& candidates) const {
+  if (candidates.size() > count) candidates.resize(count);
+  // The traversal did not read these rows (codes or a prefix): start loading them a few
+  // candidates ahead, so the misses overlap instead of stalling row by row.
+  constexpr std::size_t kRerankLookahead = 4;
+  const std::size_t dim = params_.dim;
+  const std::size_t total = candidates.size();
+  for (std::size_t i = 0; i < std::min(kRerankLookahead, total); ++i) {
+    prefetch_row(store_.row(candidates[i].node), dim);
+  }
+  for (std::size_t i = 0; i < total; ++i) {
+    if (i + kRerankLookahead < total) {
+      prefetch_row(store_.row(candidates[i + kRerankLookahead].node), dim);
+    }
+    candidates[i].distance = full_distance(query, candidates[i].node);
+  }
+  std::sort(candidates.begin(), candidates.end(), graph::closer);
+}
+
 bool Index::add(const float* rows, std::size_t n, const std::int64_t* ids, std::size_t num_threads,
                 bool replace, const std::function<bool()>& interrupted,
                 std::vector<std::int64_t>& assigned_ids) {
@@ -307,6 +458,18 @@ bool Index::add(const float* rows, std::size_t n, const std::int64_t* ids, std::
   }
 
   std::vector<float> prepared(kAddChunk * params_.dim);
+  if (quantized() && !quantizer_.trained()) {
+    // The first batch fits the quantizer (its mean, or per-dim ranges); later batches are
+    // encoded with it.
+    auto lock = write_lock();
+    for (std::size_t i = 0; i < n; ++i) {
+      prepare_row(rows + i * params_.dim, prepared.data());
+      quantizer_.observe(prepared.data());
+    }
+    quantizer_.finish_training();
+  }
+  const bool insert_on_codes = quantized() && params_.build_on_codes;
+  std::vector<quant::CodeQuery> insert_queries(resolve_threads(num_threads, kAddChunk));
   for (std::size_t begin = 0; begin < n; begin += kAddChunk) {
     if (begin > 0 && interrupted && interrupted()) return false;
     const std::size_t end = std::min(n, begin + kAddChunk);
@@ -319,30 +482,22 @@ bool Index::add(const float* rows, std::size_t n, const std::int64_t* ids, std::
       prepare_row(rows + i * params_.dim, buffer);
       const NodeId node = store_.append(buffer, id);
       graph_.append_node(graph_.draw_level(params_.seed, node));
+      if (quantized()) {
+        std::uint8_t* payload = graph_.payload(node);
+        quant::CodeHeader header;
+        quantizer_.encode(buffer, header, payload + sizeof(header));
+        std::memcpy(payload, &header, sizeof(header));
+      }
       if (params_.prefix_dim != 0 && params_.metric != Metric::l2) {
         prefix_inv_norms_.push_back(0.0f);
         compute_prefix_norm(node);
       }
     }
     const std::size_t count = end - begin;
-    const float* stored = store_.rows();
-    const std::size_t dim = params_.dim;
-    const std::size_t width = params_.prefix_dim;
-    parallel_for(count, num_threads, [&](std::size_t i, std::size_t) {
+    parallel_for(count, num_threads, [&](std::size_t i, std::size_t worker) {
       const NodeId node = first_node + static_cast<NodeId>(i);
-      const float* row = stored + node * dim;
-      if (width == 0) {
-        if (params_.metric == Metric::l2) {
-          graph_.insert(node, L2Space{stored, dim, kernels_.l2sq, row});
-        } else {
-          graph_.insert(node, DotSpace{stored, dim, kernels_.dot, row});
-        }
-      } else if (params_.metric == Metric::l2) {
-        graph_.insert(node, PrefixL2Space{stored, dim, width, kernels_.l2sq, row});
-      } else {
-        graph_.insert(node, PrefixDotSpace{stored, dim, width, kernels_.dot,
-                                           prefix_inv_norms_.data(), row, prefix_inv_norms_[node]});
-      }
+      with_space(store_.row(node), params_.prefix_dim, insert_on_codes, insert_queries[worker],
+                 [&](const auto& space) { graph_.insert(node, space); });
     });
   }
   return true;
@@ -359,6 +514,7 @@ struct Index::QueryScratch {
   graph::LendingPool<graph::SearchScratch>::Lease graph;
   std::vector<float> query;
   std::vector<graph::Neighbor> candidates;
+  quant::CodeQuery codes;
 };
 
 void Index::search_one(const float* raw_query, const SearchOptions& options, QueryScratch& scratch,
@@ -375,7 +531,6 @@ void Index::search_one(const float* raw_query, const SearchOptions& options, Que
   graph::SearchScratch& graph_scratch = *scratch.graph;
   std::vector<graph::Neighbor>& candidates = scratch.candidates;
   const std::uint8_t* deleted = store_.has_deleted() ? store_.deleted_flags() : nullptr;
-  const float* rows = store_.rows();
 
   std::size_t width = options.prefix_dim != 0 ? options.prefix_dim : params_.prefix_dim;
   if (width >= dim) width = 0;
@@ -385,41 +540,14 @@ void Index::search_one(const float* raw_query, const SearchOptions& options, Que
       std::min(std::max({options.ef != 0 ? options.ef : ef_.load(), k, options.rerank}),
                std::max(k, store_.node_count()));
 
-  if (width == 0) {
-    if (params_.metric == Metric::l2) {
-      graph_.search(L2Space{rows, dim, kernels_.l2sq, query}, ef, deleted, graph_scratch,
-                    candidates);
-    } else {
-      graph_.search(DotSpace{rows, dim, kernels_.dot, query}, ef, deleted, graph_scratch,
-                    candidates);
-    }
-  } else {
-    if (params_.metric == Metric::l2) {
-      graph_.search(PrefixL2Space{rows, dim, width, kernels_.l2sq, query}, ef, deleted,
-                    graph_scratch, candidates);
-    } else {
-      const float* table = width == params_.prefix_dim ? prefix_inv_norms_.data() : nullptr;
-      graph_.search(PrefixDotSpace{rows, dim, width, kernels_.dot, table, query,
-                                   inverse_norm(kernels_, query, width)},
-                    ef, deleted, graph_scratch, candidates);
-    }
-    // Rerank the best `rerank` traversal candidates on the full vector.
-    const std::size_t rerank = options.rerank != 0 ? options.rerank : ef;
-    if (candidates.size() > rerank) candidates.resize(rerank);
-    // The traversal read only the first `width` values of these rows: start loading the rest
-    // a few candidates ahead, so the misses overlap instead of stalling row by row.
-    constexpr std::size_t kRerankLookahead = 4;
-    const std::size_t count = candidates.size();
-    for (std::size_t i = 0; i < std::min(kRerankLookahead, count); ++i) {
-      prefetch_row(store_.row(candidates[i].node), dim);
-    }
-    for (std::size_t i = 0; i < count; ++i) {
-      if (i + kRerankLookahead < count) {
-        prefetch_row(store_.row(candidates[i + kRerankLookahead].node), dim);
-      }
-      candidates[i].distance = full_distance(query, candidates[i].node);
-    }
-    std::sort(candidates.begin(), candidates.end(), graph::closer);
+  with_space(query, width, quantized(), scratch.codes, [&](const auto& space) {
+    graph_.search(space, ef, deleted, graph_scratch, candidates);
+  });
+  if (width != 0 || quantized()) {
+    // Distances of a prefix or of codes only rank the beam: rescore its best on full rows.
+    rerank_on_rows(query,
+                   options.rerank != 0 ? options.rerank : default_rerank(width != 0, k, ef),
+                   candidates);
   }
   const std::size_t found = std::min(k, candidates.size());
   for (std::size_t i = 0; i < found; ++i) {
@@ -445,7 +573,7 @@ void Index::search(const float* queries, std::size_t n, const SearchOptions& opt
   const std::size_t threads = resolve_threads(options.num_threads, n);
   std::vector<QueryScratch> scratch;
   scratch.reserve(threads);
-  for (std::size_t t = 0; t < threads; ++t) scratch.push_back({graph_.borrow_scratch(), {}, {}});
+  for (std::size_t t = 0; t < threads; ++t) scratch.push_back({graph_.borrow_scratch(), {}, {}, {}});
   parallel_for(n, threads, [&](std::size_t i, std::size_t worker) {
     search_one(queries + i * params_.dim, options, scratch[worker], out_ids + i * k,
                out_distances + i * k);

@@ -13,6 +13,7 @@
 
 #include "graph/hnsw.hpp"
 #include "kernels/kernels.hpp"
+#include "quant/int8.hpp"
 #include "store.hpp"
 
 namespace matry {
@@ -22,6 +23,13 @@ enum class Metric : std::uint32_t { cosine = 0, ip = 1, l2 = 2 };
 Metric parse_metric(const std::string& name);
 const char* metric_name(Metric metric);
 
+// What the graph is traversed on: the f32 rows, or int8 codes beside the links (the f32 rows
+// are then read only by the rerank and by get()).
+enum class Quantization : std::uint32_t { none = 0, int8 = 1 };
+
+Quantization parse_quantization(const std::string& name);
+const char* quantization_name(Quantization quantization);
+
 struct IndexParams {
   std::size_t dim = 0;
   Metric metric = Metric::cosine;
@@ -30,6 +38,9 @@ struct IndexParams {
   std::uint64_t seed = 0;
   std::size_t prefix_dim = 0;     // graph built on the first prefix_dim dims; 0 = full
   bool require_unit_norm = true;  // metric "ip": reject rows whose norm is not 1 +- 1e-3
+  Quantization quantization = Quantization::none;
+  quant::Int8Mode int8_mode = quant::Int8Mode::per_vector;
+  bool build_on_codes = true;  // int8: the insert's beam search runs on codes too
 };
 
 // Per-call options of a search.
@@ -37,7 +48,7 @@ struct SearchOptions {
   std::size_t k = 10;
   std::size_t ef = 0;          // 0: the index's ef
   std::size_t prefix_dim = 0;  // 0: the index's prefix_dim; == dim: full-width traversal
-  std::size_t rerank = 0;      // 0: every candidate of the beam (max(ef, k))
+  std::size_t rerank = 0;      // 0: the default (default_rerank)
   std::size_t num_threads = 0;
 };
 
@@ -54,6 +65,11 @@ class Index {
   void set_ef(std::size_t ef);
   const char* simd_level() const { return kernels_.name; }
   std::size_t memory_bytes() const;
+  bool quantized() const { return params_.quantization != Quantization::none; }
+  // Candidates rescored on f32 rows when `rerank` is not given: a prefix traversal rescores
+  // the whole beam (its distances are on other dims); an int8 traversal rescores
+  // max(k, kInt8RerankFactor * k) of it, capped at ef.
+  static std::size_t default_rerank(bool prefix, std::size_t k, std::size_t ef);
 
   // Adds n rows (row-major, dim floats each). `ids` may be null (continue after the largest id).
   // Everything is validated before anything changes. `interrupted` is polled between chunks;
@@ -94,6 +110,14 @@ class Index {
   void search_one(const float* query, const SearchOptions& options, QueryScratch& scratch,
                   std::int64_t* out_ids, float* out_distances) const;
   float full_distance(const float* query, NodeId node) const;
+  // Calls visit(space) with the Space that traverses this index for `query` at `width` prefix
+  // dims (0 = full): f32 rows, a prefix of them, or (on_codes) int8 codes, prepared in `codes`.
+  // The one place that choice is made.
+  template <class Visit>
+  void with_space(const float* query, std::size_t width, bool on_codes, quant::CodeQuery& codes,
+                  Visit&& visit) const;
+  void rerank_on_rows(const float* query, std::size_t count,
+                      std::vector<graph::Neighbor>& candidates) const;
   // The k nearest live nodes by brute force on full vectors, ascending.
   void exact_candidates(const float* query, std::size_t k, std::vector<graph::Neighbor>& out) const;
 
@@ -108,6 +132,7 @@ class Index {
   graph::HnswGraph graph_;
   std::vector<float> prefix_inv_norms_;  // 1/|row[:prefix_dim]|, prefix cosine/ip only
   std::vector<float> rotation_;
+  quant::Int8Quantizer quantizer_;
   std::atomic<std::size_t> ef_{64};
 
   mutable std::mutex writer_mutex_;

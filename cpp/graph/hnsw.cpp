@@ -16,11 +16,16 @@ std::uint64_t mix(std::uint64_t x) {
 
 }  // namespace
 
-HnswGraph::HnswGraph(std::uint32_t M, std::uint32_t ef_construction)
+HnswGraph::HnswGraph(std::uint32_t M, std::uint32_t ef_construction, std::size_t payload_bytes)
     : M_(M),
       max_degree0_(2 * M),
       ef_construction_(ef_construction),
-      level_multiplier_(1.0 / std::log(static_cast<double>(M))) {}
+      level_multiplier_(1.0 / std::log(static_cast<double>(M))) {
+  constexpr std::size_t kLine = 64;
+  std::size_t bytes = (1 + max_degree0_) * sizeof(std::uint32_t);
+  if (payload_bytes > 0) bytes = (bytes + payload_bytes + kLine - 1) / kLine * kLine;
+  level0_words_ = bytes / sizeof(std::uint32_t);
+}
 
 int HnswGraph::draw_level(std::uint64_t seed, NodeId node) const {
   const std::uint64_t bits = mix(seed ^ mix(node));

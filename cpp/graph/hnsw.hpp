@@ -35,7 +35,10 @@ struct SearchScratch {
 
 class HnswGraph {
  public:
-  HnswGraph(std::uint32_t M, std::uint32_t ef_construction);
+  // `payload_bytes` per node ride in the node's level-0 block after its links (a quantized
+  // index keeps its codes there, so a visit reads one contiguous run of cache lines); the graph
+  // never reads them. With a payload, blocks are padded to whole 64-byte lines.
+  HnswGraph(std::uint32_t M, std::uint32_t ef_construction, std::size_t payload_bytes = 0);
 
   std::uint32_t M() const { return M_; }
   std::uint32_t max_degree0() const { return max_degree0_; }
@@ -74,7 +77,13 @@ class HnswGraph {
   std::uint32_t* level0_row(NodeId node) {
     return level0_.data() + static_cast<std::size_t>(node) * level0_stride();
   }
-  std::size_t level0_stride() const { return 1 + max_degree0_; }
+  // Words per level-0 block: [count, links...] then the payload.
+  std::size_t level0_stride() const { return level0_words_; }
+  std::size_t payload_offset() const { return (1 + max_degree0_) * sizeof(std::uint32_t); }
+  std::uint8_t* payload(NodeId node) {
+    return reinterpret_cast<std::uint8_t*>(level0_row(node)) + payload_offset();
+  }
+  const std::uint8_t* blocks() const { return reinterpret_cast<const std::uint8_t*>(level0_.data()); }
   std::size_t upper_stride() const { return 1 + M_; }
   int level_of(NodeId node) const { return levels_[node]; }
   const std::uint32_t* upper_rows(NodeId node) const { return upper_[node].get(); }
@@ -115,6 +124,7 @@ class HnswGraph {
   std::uint32_t max_degree0_;
   std::uint32_t ef_construction_;
   double level_multiplier_;
+  std::size_t level0_words_;
 
   std::size_t node_count_ = 0;
   AlignedBuffer<std::uint32_t> level0_;

@@ -42,7 +42,12 @@ class Index(metaclass=_Pybind11Type):
         seed: int = 0,
         prefix_dim: int = 0,
         require_unit_norm: bool = True,
+        quantization: str = "none",
+        int8_mode: str = "per_vector",
+        build_on_codes: bool = True,
     ) -> None: ...
+    @property
+    def quantization(self) -> str: ...
     @property
     def dim(self) -> int: ...
     @property

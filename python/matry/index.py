@@ -19,6 +19,7 @@ ArrayLike = npt.ArrayLike
 PathLike = Union[str, "os.PathLike[str]"]
 
 _METRICS = ("cosine", "ip", "l2")
+_QUANTIZATIONS = (None, "int8")
 DEFAULT_EF = 64
 _ORTHOGONALITY_TOLERANCE = 1e-4
 # A rotation is checked in float64 and stored as float32; the rounding moves R @ R.T by at most
@@ -162,6 +163,10 @@ class Index:
             ``prefix_dim`` dims, rerank on the full vector. ``None`` = full width.
         rotation: ``None``, an orthogonal (dim, dim) matrix applied to every vector and query,
             or ``"pca"`` to fit one (see :func:`fit_rotation`) on the first batch added.
+        quantization: ``None`` (traverse the graph on the float32 rows) or ``"int8"``: one
+            byte per dimension stored beside each node's links, traversed with an integer
+            kernel; the best ``rerank`` candidates are rescored exactly on the float32 rows.
+            The quantizer is fitted on the first batch added.
     """
 
     def __init__(
@@ -173,8 +178,11 @@ class Index:
         seed: int = 0,
         prefix_dim: int | None = None,
         rotation: ArrayLike | str | None = None,
+        quantization: str | None = None,
         *,
         _require_unit_norm: bool = True,
+        _int8_mode: str = "per_vector",
+        _build_on_codes: bool = True,
         _core_index: _core.Index | None = None,
         _metadata: dict[str, Any] | None = None,
     ) -> None:
@@ -199,6 +207,13 @@ class Index:
             prefix_dim = _positive_int(prefix_dim, "prefix_dim")
             if prefix_dim > dim:
                 raise ValueError(f"prefix_dim: must be between 1 and dim ({dim}), got {prefix_dim}")
+        if quantization not in _QUANTIZATIONS:
+            raise ValueError(f"quantization: expected None or 'int8', got {quantization!r}")
+        if quantization is not None and prefix_dim is not None and metric == "l2":
+            raise ValueError(
+                "prefix_dim: a Matryoshka prefix on int8 codes needs metric 'cosine' or 'ip' "
+                "(prefix l2 works on float32 rows: quantization=None)"
+            )
         self._fit_rotation_on_first_add = isinstance(rotation, str)
         if isinstance(rotation, str) and rotation != "pca":
             raise ValueError(f"rotation: expected None, a matrix or 'pca', got {rotation!r}")
@@ -210,6 +225,9 @@ class Index:
             seed,
             prefix_dim or 0,
             _require_unit_norm,
+            quantization or "none",
+            _int8_mode,
+            bool(_build_on_codes),
         )
         self._core.ef = DEFAULT_EF
         self._rotation = None
@@ -242,6 +260,12 @@ class Index:
     def prefix_dim(self) -> int | None:
         width = int(self._core.prefix_dim)
         return width or None
+
+    @property
+    def quantization(self) -> str | None:
+        """``"int8"`` when the graph is traversed on int8 codes, else ``None``."""
+        name = str(self._core.quantization)
+        return None if name == "none" else name
 
     @property
     def rotation(self) -> np.ndarray | None:
@@ -283,6 +307,8 @@ class Index:
 
     def __repr__(self) -> str:
         prefix = f", prefix_dim={self.prefix_dim}" if self.prefix_dim else ""
+        if self.quantization:
+            prefix += f", quantization={self.quantization!r}"
         return (
             f"matry.Index(dim={self.dim}, metric={self.metric!r}, M={self.M}, "
             f"ef_construction={self.ef_construction}{prefix}, len={len(self)})"
@@ -363,6 +389,8 @@ class Index:
         ``ef`` defaults to :attr:`ef` and is raised to k (and to ``rerank``). With
         ``prefix_dim``, the graph is traversed on the first ``prefix_dim`` dims and the best
         ``rerank`` candidates (default: all ``ef`` of them) are rescored on the full vector.
+        With ``quantization="int8"`` the traversal runs on codes and the best ``rerank``
+        candidates (default: ``4 * k``, at most ``ef``) are rescored on the float32 rows.
         """
         rows = _as_rows(queries, self.dim, "queries")
         k = _positive_int(k, "k")

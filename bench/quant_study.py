@@ -1,0 +1,877 @@
+"""Which int8 scalar quantizer and which query-side scheme should compressed traversal use?
+
+A pure-numpy study of code fidelity: no graph, no timing. Every query is scored against every
+base vector (brute force, base processed in chunks), once exactly in float64 and once per
+configuration from the uint8 codes, so the recall numbers are the ceiling that a graph search
+over the codes can reach (graph error comes on top of them).
+
+Quantizers (one uint8 code per dimension, ``x_hat = m + s * (lo_i + step_i * c)``):
+
+* ``sq8``: per-dimension affine over the base's min..max (``lo = 0``, ``step = 1``).
+* ``sq8-clip``: the same over the 0.1..99.9 percentile range per dimension, codes clipped.
+* ``lvq``: per-vector range of ``r = x - mu`` (``mu`` the base mean, ``s = 1``).
+* ``lvq-nocenter``: per-vector range of ``x`` itself (``mu = 0``).
+
+Query schemes:
+
+* ``f32``: asymmetric, ``q . x_hat`` in float32 against the dequantized codes.
+* ``int8``: ``w = q * s``, ``qa = max|w| / 127``, ``u = round(w / qa)`` in [-127, 127], and
+  ``score = q . m + lo_i * sum(w) + step_i * qa * (u . c_i)``: the exact integer dot product
+  (uint8 codes x int8 query) of the C++ kernel plus the per-node float corrections.
+
+Measures per data set x configuration: recall@10 of the approximate top 10 against the exact
+float64 top 10; recall@10 after rescoring the approximate top R exactly (float64); the mean
+absolute error of the score against the exact dot product. Then the two best configurations on
+minilm again on the first 128 dimensions after a PCA rotation (prefix cosine, rerank on the
+full vector).
+
+Run from the repository root (data sets are prepared once into the bench cache)::
+
+    python -m bench.quant_study
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from bench import datasets
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+U8 = npt.NDArray[np.uint8]
+
+DATASET_NAMES = (datasets.GLOVE_NAME, datasets.MINILM_NAME)
+QUANTIZERS = ("sq8", "sq8-clip", "lvq", "lvq-nocenter")
+SCHEMES = ("f32", "int8")
+RERANK_DEPTHS = (10, 15, 20, 30, 40, 80)
+PREFIX_RERANK_DEPTHS = (20, 40, 80, 160)
+PREFIX_DIMS = 128
+RECALL_TARGETS = (0.95, 0.99)
+TOP = 10
+CLIP_PERCENTILES = (0.1, 99.9)
+CODE_MAX = 255
+QUERY_MAX = 127
+COLUMN_BLOCK = 32
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "quantization"
+
+
+# --------------------------------------------------------------------------- quantizers
+
+
+@dataclass(frozen=True)
+class Codes:
+    """uint8 codes [n, d] and the per-vector corrections lo, step [n] (float32, as stored)."""
+
+    codes: U8
+    lo: F32
+    step: F32
+
+    def prefix(self, dims: int) -> Codes:
+        """The first ``dims`` codes of each vector, corrections unchanged."""
+        return Codes(np.ascontiguousarray(self.codes[:, :dims]), self.lo, self.step)
+
+
+@dataclass(frozen=True)
+class Quantizer:
+    """``x_hat = m + s * (lo_i + step_i * c)``; per-dimension (SQ8) or per-vector (LVQ)."""
+
+    name: str
+    per_vector: bool
+    m: F32
+    s: F32
+
+    def prefix(self, dims: int) -> Quantizer:
+        """The same quantizer restricted to the first ``dims`` dimensions."""
+        return Quantizer(
+            self.name,
+            self.per_vector,
+            np.ascontiguousarray(self.m[:dims]),
+            np.ascontiguousarray(self.s[:dims]),
+        )
+
+    def encode(self, block: F32) -> Codes:
+        rows = block.shape[0]
+        if not self.per_vector:
+            scaled = (block - self.m) / self.s
+            codes = np.clip(np.rint(scaled), 0, CODE_MAX).astype(np.uint8)
+            return Codes(codes, np.zeros(rows, np.float32), np.ones(rows, np.float32))
+        residual = block - self.m
+        lo = residual.min(axis=1).astype(np.float32)
+        step = ((residual.max(axis=1) - lo) / CODE_MAX).astype(np.float32)
+        step = np.where(step > 0, step, np.float32(1.0)).astype(np.float32)
+        scaled = (residual - lo[:, None]) / step[:, None]
+        codes = np.clip(np.rint(scaled), 0, CODE_MAX).astype(np.uint8)
+        return Codes(codes, lo, step)
+
+    def decode(self, codes: Codes) -> F32:
+        inner = codes.lo[:, None] + codes.step[:, None] * codes.codes.astype(np.float32)
+        return (self.m + self.s * inner).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class QueryState:
+    """A batch of queries prepared for one quantizer: float and int8 forms."""
+
+    q: F32
+    u: F32  # int8 values -127..127 held in float32 (exact; see _check_int_dot_exact)
+    qa: F32
+    sum_w: F32
+    const: F32
+
+    @staticmethod
+    def prepare(queries: F32, quantizer: Quantizer) -> QueryState:
+        w = (queries * quantizer.s).astype(np.float32)
+        peak = np.abs(w).max(axis=1)
+        qa = np.where(peak > 0, peak / QUERY_MAX, np.float32(1.0)).astype(np.float32)
+        u = np.clip(np.rint(w / qa[:, None]), -QUERY_MAX, QUERY_MAX).astype(np.float32)
+        return QueryState(
+            q=queries,
+            u=u,
+            qa=qa,
+            sum_w=w.sum(axis=1, dtype=np.float32),
+            const=(queries @ quantizer.m).astype(np.float32),
+        )
+
+
+def score_f32(state: QueryState, quantizer: Quantizer, codes: Codes, pairwise: bool) -> F32:
+    """Asymmetric score ``q . x_hat`` (float32 query, dequantized codes)."""
+    x_hat = quantizer.decode(codes)
+    if pairwise:
+        scores: F32 = np.einsum("ij,ij->i", state.q, x_hat).astype(np.float32)
+        return scores
+    return (state.q @ x_hat.T).astype(np.float32)
+
+
+def score_int8(state: QueryState, codes: Codes, pairwise: bool) -> F32:
+    """Quantized-query score: exact integer dot product plus per-node float corrections."""
+    c = codes.codes.astype(np.float32)
+    if pairwise:
+        dot: F32 = np.einsum("ij,ij->i", state.u, c)
+        scores: F32 = state.const + codes.lo * state.sum_w + codes.step * state.qa * dot
+        return scores.astype(np.float32)
+    dot = state.u @ c.T
+    corrections = state.const[:, None] + state.sum_w[:, None] * codes.lo[None, :]
+    scores = corrections + (state.qa[:, None] * codes.step[None, :]) * dot
+    return scores.astype(np.float32)
+
+
+def _check_int_dot_exact(state: QueryState, codes: Codes) -> None:
+    """The float32 matmul of integer codes must equal the int64 dot product exactly."""
+    dims = codes.codes.shape[1]
+    if dims * CODE_MAX * QUERY_MAX >= 2**24:
+        raise ValueError(f"{dims} dims: float32 cannot hold the integer dot product exactly")
+    rows = min(256, codes.codes.shape[0])
+    as_float = state.u[:16] @ codes.codes[:rows].astype(np.float32).T
+    as_int = state.u[:16].astype(np.int64) @ codes.codes[:rows].astype(np.int64).T
+    if not np.array_equal(as_float.astype(np.int64), as_int):
+        raise AssertionError("float32 integer dot product differs from the int64 one")
+
+
+# --------------------------------------------------------------------------- training
+
+Transform = Callable[[F32], F32]
+
+
+def _identity(block: F32) -> F32:
+    return block
+
+
+def iter_chunks(base: npt.NDArray[Any], chunk: int, transform: Transform) -> Iterator[F32]:
+    for start in range(0, base.shape[0], chunk):
+        yield transform(np.ascontiguousarray(base[start : start + chunk], dtype=np.float32))
+
+
+def train(
+    name: str, base: npt.NDArray[Any], chunk: int, transform: Transform = _identity
+) -> Quantizer:
+    """Fit a quantizer on the whole base (read in chunks, after ``transform``)."""
+    if name in ("lvq", "lvq-nocenter"):
+        dim = transform(np.asarray(base[:1], dtype=np.float32)).shape[1]
+        mean = np.zeros(dim, np.float64)
+        if name == "lvq":
+            for block in iter_chunks(base, chunk, transform):
+                mean += block.sum(axis=0, dtype=np.float64)
+            mean /= base.shape[0]
+        return Quantizer(name, True, mean.astype(np.float32), np.ones(dim, np.float32))
+    if name == "sq8":
+        low: F64 | None = None
+        high: F64 | None = None
+        for block in iter_chunks(base, chunk, transform):
+            block_low = block.min(axis=0).astype(np.float64)
+            block_high = block.max(axis=0).astype(np.float64)
+            low = block_low if low is None else np.minimum(low, block_low)
+            high = block_high if high is None else np.maximum(high, block_high)
+        assert low is not None and high is not None
+    elif name == "sq8-clip":
+        low, high = _percentiles(base, chunk, transform)
+    else:
+        raise ValueError(f"unknown quantizer {name!r}")
+    scale = (high - low) / CODE_MAX
+    scale = np.where(scale > 0, scale, 1.0)
+    return Quantizer(name, False, low.astype(np.float32), scale.astype(np.float32))
+
+
+def _percentiles(base: npt.NDArray[Any], chunk: int, transform: Transform) -> tuple[F64, F64]:
+    """Per-dimension 0.1 / 99.9 percentiles over the whole base, a block of columns at a time."""
+    dim = transform(np.asarray(base[:1], dtype=np.float32)).shape[1]
+    low = np.empty(dim, np.float64)
+    high = np.empty(dim, np.float64)
+    for first in range(0, dim, COLUMN_BLOCK):
+        columns = slice(first, min(dim, first + COLUMN_BLOCK))
+        values = np.concatenate(
+            [block[:, columns] for block in iter_chunks(base, chunk, transform)]
+        )
+        low[columns], high[columns] = np.percentile(values, CLIP_PERCENTILES, axis=0)
+    return low, high
+
+
+# --------------------------------------------------------------------------- scan
+
+
+@dataclass
+class TopK:
+    """Running top-``k`` (highest score first after ``finish``) per query."""
+
+    k: int
+    scores: F64
+    ids: I64
+
+    @staticmethod
+    def empty(queries: int, k: int) -> TopK:
+        return TopK(k, np.full((queries, 0), -np.inf), np.zeros((queries, 0), np.int64))
+
+    def push(self, block_scores: npt.NDArray[Any], start: int) -> None:
+        k = min(self.k, block_scores.shape[1])
+        part = np.argpartition(-block_scores, k - 1, axis=1)[:, :k]
+        part_scores = np.take_along_axis(block_scores, part, axis=1).astype(np.float64)
+        scores = np.concatenate([self.scores, part_scores], axis=1)
+        ids = np.concatenate([self.ids, part.astype(np.int64) + start], axis=1)
+        if scores.shape[1] > self.k:
+            keep = np.argpartition(-scores, self.k - 1, axis=1)[:, : self.k]
+            scores = np.take_along_axis(scores, keep, axis=1)
+            ids = np.take_along_axis(ids, keep, axis=1)
+        self.scores, self.ids = scores, ids
+
+    def finish(self) -> tuple[I64, F64]:
+        """(ids, scores) by descending score (ties: smaller id first)."""
+        order = np.lexsort((self.ids, -self.scores), axis=1)
+        return (
+            np.take_along_axis(self.ids, order, axis=1),
+            np.take_along_axis(self.scores, order, axis=1),
+        )
+
+
+# A scorer gets a base chunk as stored and after the scan's transform, and returns
+# approximate scores [queries, chunk] per configuration name.
+BlockScorer = Callable[[F32, F32], dict[str, F32]]
+
+
+@dataclass
+class ScanResult:
+    exact_ids: I64  # [q, TOP] exact float64 top ids
+    exact_sims: F64
+    approx_ids: dict[str, I64]  # [q, depth] approximate ranking
+    mae_all: dict[str, float]
+
+
+def scan(
+    base: npt.NDArray[Any],
+    queries: F32,
+    scorers: Sequence[BlockScorer],
+    depth: int,
+    chunk: int,
+    transform: Transform = _identity,
+    track_error: bool = True,
+    label: str = "",
+) -> ScanResult:
+    """Brute-force pass over the base: exact top-TOP plus each configuration's top-``depth``.
+
+    Each scorer sees the base chunk (as stored and transformed) and returns approximate
+    scores [q, chunk] per configuration name.
+    """
+    queries64 = queries.astype(np.float64)
+    exact = TopK.empty(queries.shape[0], TOP)
+    approx: dict[str, TopK] = {}
+    error_sums: dict[str, float] = {}
+    pairs = 0
+    started = time.perf_counter()
+    for index, start in enumerate(range(0, base.shape[0], chunk)):
+        raw = np.ascontiguousarray(base[start : start + chunk], dtype=np.float32)
+        exact_scores = queries64 @ raw.astype(np.float64).T
+        exact.push(exact_scores, start)
+        pairs += exact_scores.size
+        block = transform(raw)
+        for scorer in scorers:
+            for name, scores in scorer(raw, block).items():
+                approx.setdefault(name, TopK.empty(queries.shape[0], depth)).push(scores, start)
+                if track_error:
+                    error = float(np.abs(scores - exact_scores).sum())
+                    error_sums[name] = error_sums.get(name, 0.0) + error
+        if index % 8 == 0:
+            done = min(base.shape[0], start + chunk)
+            print(
+                f"  {label} {done:,}/{base.shape[0]:,} rows "
+                f"({time.perf_counter() - started:.0f} s)",
+                flush=True,
+            )
+    exact_ids, exact_sims = exact.finish()
+    return ScanResult(
+        exact_ids=exact_ids,
+        exact_sims=exact_sims,
+        approx_ids={name: top.finish()[0] for name, top in approx.items()},
+        mae_all={name: total / pairs for name, total in error_sums.items()},
+    )
+
+
+def quantizer_scorer(
+    quantizer: Quantizer,
+    queries: F32,
+    prefix: int | None = None,
+    prefix_codes: str = "full",
+) -> BlockScorer:
+    """Scores of both query schemes for one quantizer over a base chunk.
+
+    With ``prefix``, scores are the re-normalized prefix cosine
+    ``dot(q[:p], x_hat[:p]) / (|q[:p]| |x[:p]|)`` (exact ``|x[:p]|``); codes come from the
+    whole vector (``prefix_codes="full"``: LVQ's lo/step over all dims) or from the prefix
+    alone (``"prefix"``).
+    """
+    dims = prefix if prefix is not None else queries.shape[1]
+    scored = quantizer.prefix(dims)
+    state = QueryState.prepare(np.ascontiguousarray(queries[:, :dims]), scored)
+    query_norms = np.linalg.norm(queries[:, :dims].astype(np.float64), axis=1)
+    checked = False
+
+    def score(raw: F32, block: F32) -> dict[str, F32]:
+        del raw  # scores come from the transformed chunk
+        nonlocal checked
+        if prefix is None:
+            codes = quantizer.encode(block)
+        elif prefix_codes == "full":
+            codes = quantizer.encode(block).prefix(dims)
+        else:
+            codes = scored.encode(np.ascontiguousarray(block[:, :dims]))
+        if not checked:
+            _check_int_dot_exact(state, codes)
+            checked = True
+        results = {
+            "f32": score_f32(state, scored, codes, pairwise=False),
+            "int8": score_int8(state, codes, pairwise=False),
+        }
+        if prefix is not None:
+            base_norms = np.linalg.norm(block[:, :dims].astype(np.float64), axis=1)
+            denominator = query_norms[:, None] * base_norms[None, :]
+            results = {
+                key: (value / denominator).astype(np.float32) for key, value in results.items()
+            }
+        return {f"{quantizer.name}/{key}": value for key, value in results.items()}
+
+    return score
+
+
+def float_prefix_scorer(queries: F32, dims: int, name: str, transformed: bool) -> BlockScorer:
+    """Unquantized prefix cosine (the truncation error alone), as a control."""
+    query_prefix = queries[:, :dims].astype(np.float64)
+    query_norms = np.linalg.norm(query_prefix, axis=1)
+
+    def score(raw: F32, block: F32) -> dict[str, F32]:
+        prefix = (block if transformed else raw)[:, :dims].astype(np.float64)
+        dots = query_prefix @ prefix.T
+        norms = query_norms[:, None] * np.linalg.norm(prefix, axis=1)[None, :]
+        return {name: (dots / norms).astype(np.float32)}
+
+    return score
+
+
+# --------------------------------------------------------------------------- measures
+
+
+def rerank_recall(
+    base: npt.NDArray[Any], queries: F32, candidates: I64, exact_ids: I64, depth: int
+) -> float:
+    """Recall@TOP after rescoring the first ``depth`` candidates exactly (float64)."""
+    queries64 = queries.astype(np.float64)
+    hits = 0
+    for row in range(queries.shape[0]):
+        ids = candidates[row, :depth]
+        order = np.sort(ids)
+        vectors = np.asarray(base[order], dtype=np.float64)
+        sims = vectors @ queries64[row]
+        ranked = order[np.lexsort((order, -sims))][:TOP]
+        hits += len(np.intersect1d(ranked, exact_ids[row, :TOP]))
+    return float(hits / (queries.shape[0] * TOP))
+
+
+def top_pair_error(
+    base: npt.NDArray[Any],
+    queries: F32,
+    quantizer: Quantizer,
+    exact_ids: I64,
+    exact_sims: F64,
+) -> dict[str, float]:
+    """Mean |approx - exact| over the (query, exact top-TOP neighbour) pairs, both schemes."""
+    flat = exact_ids[:, :TOP].reshape(-1)
+    order = np.argsort(flat, kind="stable")
+    vectors = np.empty((flat.size, base.shape[1]), np.float32)
+    vectors[order] = np.asarray(base[flat[order]], dtype=np.float32)
+    codes = quantizer.encode(vectors)
+    repeated = np.ascontiguousarray(np.repeat(queries, TOP, axis=0))
+    state = QueryState.prepare(repeated, quantizer)
+    truth = exact_sims[:, :TOP].reshape(-1)
+    return {
+        f"{quantizer.name}/f32": float(
+            np.abs(score_f32(state, quantizer, codes, pairwise=True) - truth).mean()
+        ),
+        f"{quantizer.name}/int8": float(
+            np.abs(score_int8(state, codes, pairwise=True) - truth).mean()
+        ),
+    }
+
+
+def smallest_depth(recalls: dict[int, float], target: float) -> int | None:
+    for depth in sorted(recalls):
+        if recalls[depth] >= target:
+            return depth
+    return None
+
+
+def measure(
+    base: npt.NDArray[Any],
+    queries: F32,
+    result: ScanResult,
+    depths: Sequence[int],
+) -> dict[str, dict[str, Any]]:
+    rows: dict[str, dict[str, Any]] = {}
+    for name, ranking in result.approx_ids.items():
+        first = ranking[:, :TOP]
+        hits = sum(
+            len(np.intersect1d(first[row], result.exact_ids[row])) for row in range(len(first))
+        )
+        recalls = {
+            depth: rerank_recall(base, queries, ranking, result.exact_ids, depth)
+            for depth in depths
+        }
+        rows[name] = {
+            "recall_at_10": hits / (len(first) * TOP),
+            "rerank_recall": {str(depth): value for depth, value in recalls.items()},
+            "depth_for": {
+                str(target): smallest_depth(recalls, target) for target in RECALL_TARGETS
+            },
+        }
+        if name in result.mae_all:
+            rows[name]["mae_all_pairs"] = result.mae_all[name]
+    return rows
+
+
+# --------------------------------------------------------------------------- PCA
+
+
+def pca_rotation(base: npt.NDArray[Any], chunk: int) -> tuple[F64, F64]:
+    """(R with rows = covariance eigenvectors, largest variance first; their variances)."""
+    dim = base.shape[1]
+    total = np.zeros(dim, np.float64)
+    gram = np.zeros((dim, dim), np.float64)
+    for block in iter_chunks(base, chunk, _identity):
+        block64 = block.astype(np.float64)
+        total += block64.sum(axis=0)
+        gram += block64.T @ block64
+    count = base.shape[0]
+    mean = total / count
+    covariance = gram / count - np.outer(mean, mean)
+    values, vectors = np.linalg.eigh(covariance)
+    order = np.argsort(values)[::-1]
+    return np.ascontiguousarray(vectors[:, order].T), values[order]
+
+
+def pick_best(rows: dict[str, dict[str, Any]], count: int) -> list[str]:
+    """Best configurations: highest recall@10 without rerank, then mean rerank recall."""
+
+    def key(name: str) -> tuple[float, float]:
+        row = rows[name]
+        rerank = [float(value) for value in row["rerank_recall"].values()]
+        return (float(row["recall_at_10"]), sum(rerank) / len(rerank))
+
+    return sorted(rows, key=key, reverse=True)[:count]
+
+
+def prefix_study(
+    data: datasets.Dataset,
+    queries: F32,
+    exact: ScanResult,
+    configurations: Sequence[str],
+    chunk: int,
+) -> dict[str, Any]:
+    rotation, variances = pca_rotation(data.base, chunk)
+    rotation32 = rotation.astype(np.float32)
+
+    def rotate(block: F32) -> F32:
+        return np.ascontiguousarray(block @ rotation32.T)
+
+    rotated_queries = rotate(queries)
+    quantizer_names = sorted({name.split("/")[0] for name in configurations})
+    scorers: list[BlockScorer] = [
+        float_prefix_scorer(rotated_queries, PREFIX_DIMS, "float-prefix/pca", transformed=True),
+        float_prefix_scorer(queries, PREFIX_DIMS, "float-prefix/raw", transformed=False),
+    ]
+    code_modes: dict[str, list[str]] = {}
+    for quantizer_name in quantizer_names:
+        print(f"  training {quantizer_name} on the rotated base", flush=True)
+        quantizer = train(quantizer_name, data.base, chunk, rotate)
+        modes = ["full", "prefix"] if quantizer.per_vector else ["prefix"]
+        code_modes[quantizer_name] = modes
+        for mode in modes:
+            scorers.append(
+                _renamed(
+                    quantizer_scorer(quantizer, rotated_queries, PREFIX_DIMS, mode),
+                    suffix=f"@{mode}",
+                )
+            )
+    result = scan(
+        data.base,
+        queries,
+        scorers,
+        max(PREFIX_RERANK_DEPTHS),
+        chunk,
+        transform=rotate,
+        track_error=False,
+        label="pca-prefix",
+    )
+    # Same exact full-dimension ground truth as the main pass (checked, not assumed).
+    agreement = float(np.mean(result.exact_ids == exact.exact_ids))
+    rows = measure(data.base, queries, result, PREFIX_RERANK_DEPTHS)
+    wanted = set(configurations)
+    kept = {
+        name: row
+        for name, row in rows.items()
+        if name.startswith("float-prefix/") or name.split("@")[0] in wanted
+    }
+    explained = float(variances[:PREFIX_DIMS].sum() / variances.sum())
+    return {
+        "prefix_dims": PREFIX_DIMS,
+        "configurations": list(configurations),
+        "code_modes": code_modes,
+        "variance_explained_by_prefix": explained,
+        "ground_truth_agreement_with_main_pass": agreement,
+        "rows": kept,
+    }
+
+
+def _renamed(scorer: BlockScorer, suffix: str) -> BlockScorer:
+    def score(raw: F32, block: F32) -> dict[str, F32]:
+        return {f"{name}{suffix}": value for name, value in scorer(raw, block).items()}
+
+    return score
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _depth(value: int | None, depths: Sequence[int]) -> str:
+    return f">{max(depths)}" if value is None else str(value)
+
+
+def main_table(name: str, rows: dict[str, dict[str, Any]]) -> list[str]:
+    header = (
+        "| quantizer | query | recall@10 | "
+        + " | ".join(f"R={depth}" for depth in RERANK_DEPTHS)
+        + " | R for 0.95 | R for 0.99 | MAE all pairs | MAE top-10 pairs |"
+    )
+    lines = [f"### {name}", "", header, "|" + "---|" * (header.count("|") - 1)]
+    for quantizer in QUANTIZERS:
+        for scheme in SCHEMES:
+            row = rows[f"{quantizer}/{scheme}"]
+            recalls = [_fmt(row["rerank_recall"][str(depth)]) for depth in RERANK_DEPTHS]
+            lines.append(
+                f"| {quantizer} | {scheme} | {_fmt(row['recall_at_10'])} | "
+                + " | ".join(recalls)
+                + f" | {_depth(row['depth_for']['0.95'], RERANK_DEPTHS)}"
+                + f" | {_depth(row['depth_for']['0.99'], RERANK_DEPTHS)}"
+                + f" | {row['mae_all_pairs']:.2e} | {row['mae_top_pairs']:.2e} |"
+            )
+    return lines
+
+
+def prefix_table(study: dict[str, Any]) -> list[str]:
+    depths = PREFIX_RERANK_DEPTHS
+    header = (
+        "| configuration | codes | recall@10 (no rerank) | "
+        + " | ".join(f"R={depth}" for depth in depths)
+        + " | R for 0.95 | R for 0.99 |"
+    )
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for name, row in study["rows"].items():
+        if name.startswith("float-prefix/"):
+            label = "f32 prefix, PCA-rotated" if name.endswith("pca") else "f32 prefix, raw dims"
+            codes = "none (control)"
+        else:
+            label, mode = name.split("@")
+            codes = "lo/step over all 384 dims" if mode == "full" else f"over the {PREFIX_DIMS}"
+            if not label.startswith("lvq"):
+                codes = "per-dim (prefix of the trained ranges)"
+        recalls = [_fmt(row["rerank_recall"][str(depth)]) for depth in depths]
+        lines.append(
+            f"| {label} | {codes} | {_fmt(row['recall_at_10'])} | "
+            + " | ".join(recalls)
+            + f" | {_depth(row['depth_for']['0.95'], PREFIX_RERANK_DEPTHS)}"
+            + f" | {_depth(row['depth_for']['0.99'], PREFIX_RERANK_DEPTHS)} |"
+        )
+    return lines
+
+
+def conclusions(results: dict[str, Any]) -> list[str]:
+    """Data-driven sentences: the winner, the cost of the int8 query, the rerank depth."""
+    sentences: list[str] = []
+    for name in results["datasets"]:
+        rows = results["datasets"][name]["rows"]
+        best = pick_best(rows, 1)[0]
+        row = rows[best]
+        r95 = _depth(row["depth_for"]["0.95"], RERANK_DEPTHS)
+        r99 = _depth(row["depth_for"]["0.99"], RERANK_DEPTHS)
+        sentences.append(
+            f"On {name} the best configuration is `{best}`: recall@10 "
+            f"{row['recall_at_10']:.3f} without rerank, R={r95} reaches 0.95 and R={r99} "
+            "reaches 0.99."
+        )
+    for name in results["datasets"]:
+        rows = results["datasets"][name]["rows"]
+        ranked = sorted(QUANTIZERS, key=lambda quantizer: rows[f"{quantizer}/f32"]["recall_at_10"])[
+            ::-1
+        ]
+        order = " > ".join(
+            f"{quantizer} ({rows[f'{quantizer}/f32']['recall_at_10']:.3f})" for quantizer in ranked
+        )
+        sentences.append(f"Quantizers on {name} by recall@10 with the f32 query: {order}.")
+    for name in results["datasets"]:
+        rows = results["datasets"][name]["rows"]
+        deltas = []
+        for quantizer in QUANTIZERS:
+            f32_row, int8_row = rows[f"{quantizer}/f32"], rows[f"{quantizer}/int8"]
+            top = int8_row["recall_at_10"] - f32_row["recall_at_10"]
+            at20 = int8_row["rerank_recall"]["20"] - f32_row["rerank_recall"]["20"]
+            deltas.append(f"{quantizer} {top:+.3f} / {at20:+.3f}")
+        sentences.append(
+            f"Quantizing the query (int8 minus f32) on {name}, recall@10 without rerank / "
+            f"at R=20: {'; '.join(deltas)}."
+        )
+    study = results.get("prefix_study")
+    if study:
+        sentences += _prefix_conclusions(study)
+    return sentences
+
+
+def _prefix_conclusions(study: dict[str, Any]) -> list[str]:
+    rows = study["rows"]
+    quantized = [name for name in rows if not name.startswith("float-prefix/")]
+    best = max(quantized, key=lambda name: rows[name]["rerank_recall"]["40"])
+    control = rows["float-prefix/pca"]["rerank_recall"]
+    row = rows[best]
+    gap = max(control[key] - row["rerank_recall"][key] for key in control)
+    cause = (
+        "so truncation, not quantization, sets the rerank depth"
+        if gap < 0.01
+        else f"so quantization costs up to {gap:.3f} recall on top of truncation"
+    )
+    sentences = [
+        f"PCA prefix ({PREFIX_DIMS} of 384 dims, {study['variance_explained_by_prefix']:.1%} "
+        f"of the variance): the best quantized prefix is `{best}` (after rerank: "
+        + ", ".join(f"R={key} {value:.3f}" for key, value in row["rerank_recall"].items())
+        + f"; 0.95 at R={_depth(row['depth_for']['0.95'], PREFIX_RERANK_DEPTHS)}, 0.99 at R="
+        f"{_depth(row['depth_for']['0.99'], PREFIX_RERANK_DEPTHS)}); the unquantized PCA "
+        "prefix reaches "
+        + ", ".join(f"R={key} {value:.3f}" for key, value in control.items())
+        + f", {cause}. Without the rotation the raw 128-dim prefix reaches only "
+        f"{rows['float-prefix/raw']['rerank_recall']['160']:.3f} at R=160."
+    ]
+    for configuration in study["configurations"]:
+        full, prefix = rows.get(f"{configuration}@full"), rows.get(f"{configuration}@prefix")
+        if full is None or prefix is None:
+            continue
+        difference = ", ".join(
+            f"R={key} {prefix['rerank_recall'][key] - full['rerank_recall'][key]:+.3f}"
+            for key in full["rerank_recall"]
+        )
+        sentences.append(
+            f"`{configuration}` with lo/step from the prefix instead of the whole vector "
+            f"(prefix minus full): recall@10 "
+            f"{prefix['recall_at_10'] - full['recall_at_10']:+.3f}, {difference}."
+        )
+    return sentences
+
+
+def write_report(results: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    meta = results["meta"]
+    lines = [
+        "# int8 scalar quantization: code fidelity study",
+        "",
+        f"Produced by `{meta['command']}` (commit {meta['commit']}, numpy {meta['numpy']}, "
+        f"{meta['elapsed_seconds']:.0f} s).",
+        "",
+        f"Brute force, no graph: the first {meta['queries']} queries of each data set against "
+        "the whole base, inner product on unit vectors. Ground truth: exact float64 top 10. "
+        "`recall@10` is the approximate top 10 without rerank; `R=n` is recall@10 after "
+        "rescoring the approximate top n exactly (what the f32 rerank sees when graph search "
+        "is perfect). MAE: mean |approximate score - exact dot| over all query x base pairs "
+        "and over the exact top-10 pairs. Quantizers: `sq8` per-dim min/max; `sq8-clip` "
+        "per-dim 0.1/99.9 percentiles; `lvq` per-vector range around the base mean; "
+        "`lvq-nocenter` per-vector range, no centering. Queries: `f32` = float query against "
+        "dequantized codes; `int8` = query quantized to int8 with one scale, exact integer "
+        "dot with the uint8 codes plus per-node float corrections (the C++ kernel).",
+        "",
+    ]
+    for name in results["datasets"]:
+        entry = results["datasets"][name]
+        lines += main_table(f"{name} ({entry['n_base']:,} x {entry['dim']})", entry["rows"])
+        lines.append("")
+    study = results.get("prefix_study")
+    if study:
+        lines += [
+            f"### {datasets.MINILM_NAME}: first {PREFIX_DIMS} dims after a PCA rotation",
+            "",
+            f"The two best configurations above ({', '.join(study['configurations'])}) on the "
+            f"first {PREFIX_DIMS} PCA-rotated dims ({study['variance_explained_by_prefix']:.1%}"
+            " of the variance); approximate score = re-normalized prefix cosine "
+            "dot(q[:p], x_hat[:p]) / (|q[:p]| |x[:p]|) with the exact |x[:p]|; rerank on the "
+            "full float vector; ground truth = exact full-dim top 10. Controls: the "
+            "unquantized prefix cosine, rotated and raw.",
+            "",
+        ]
+        lines += prefix_table(study)
+        lines.append("")
+    lines += ["## Conclusions", ""]
+    lines += [f"- {sentence}" for sentence in conclusions(results)]
+    lines.append("")
+    (out / "table.md").write_text("\n".join(lines))
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _command(argv: Sequence[str]) -> str:
+    prefix = (
+        f"PYTHONPATH={shlex.quote(os.environ['PYTHONPATH'])} " if "PYTHONPATH" in os.environ else ""
+    )
+    return prefix + " ".join(["python -m bench.quant_study", *map(shlex.quote, argv)])
+
+
+def study_dataset(
+    data: datasets.Dataset, queries: F32, chunk: int
+) -> tuple[dict[str, Any], ScanResult]:
+    quantizers = []
+    for name in QUANTIZERS:
+        print(f"  training {name}", flush=True)
+        quantizers.append(train(name, data.base, chunk))
+    scorers = [quantizer_scorer(quantizer, queries) for quantizer in quantizers]
+    result = scan(data.base, queries, scorers, max(RERANK_DEPTHS), chunk, label=data.name)
+    rows = measure(data.base, queries, result, RERANK_DEPTHS)
+    for quantizer in quantizers:
+        for name, error in top_pair_error(
+            data.base, queries, quantizer, result.exact_ids, result.exact_sims
+        ).items():
+            rows[name]["mae_top_pairs"] = error
+    stored = np.asarray(data.gt_ids[: queries.shape[0], :TOP], dtype=np.int64)
+    entry = {
+        "n_base": data.n_base,
+        "dim": data.dim,
+        "directory": str(data.directory),
+        "ground_truth_agreement_with_stored_float32": sum(
+            len(np.intersect1d(stored[row], result.exact_ids[row])) for row in range(len(stored))
+        )
+        / stored.size,
+        "quantizer_params": {
+            quantizer.name: {
+                "m_range": [float(quantizer.m.min()), float(quantizer.m.max())],
+                "s_range": [float(quantizer.s.min()), float(quantizer.s.max())],
+            }
+            for quantizer in quantizers
+        },
+        "rows": rows,
+    }
+    return entry, result
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.quant_study", description=__doc__)
+    parser.add_argument("--cache-dir", type=Path, default=None, help="bench data set cache")
+    parser.add_argument("--queries", type=int, default=1000, help="queries per data set")
+    parser.add_argument("--chunk", type=int, default=16384, help="base rows per chunk")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder")
+    parser.add_argument("--no-prefix", action="store_true", help="skip the PCA prefix study")
+    parser.add_argument(
+        "--datasets",
+        nargs="+",
+        choices=DATASET_NAMES,
+        default=list(DATASET_NAMES),
+        help="data sets to study (default: both)",
+    )
+    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    cache_dir = args.cache_dir or datasets.default_cache_dir()
+    started = time.perf_counter()
+    results: dict[str, Any] = {"datasets": {}}
+    minilm: tuple[datasets.Dataset, F32, ScanResult] | None = None
+    for name in args.datasets:
+        print(f"{name}: preparing / loading", flush=True)
+        data = datasets.load(datasets.prepare(name, cache_dir), mmap=True)
+        queries = np.ascontiguousarray(data.queries[: args.queries], dtype=np.float32)
+        entry, result = study_dataset(data, queries, args.chunk)
+        results["datasets"][name] = entry
+        if name == datasets.MINILM_NAME:
+            minilm = (data, queries, result)
+    if not args.no_prefix and minilm is not None:
+        data, queries, result = minilm
+        best = pick_best(results["datasets"][datasets.MINILM_NAME]["rows"], 2)
+        print(f"{data.name}: PCA prefix study of {', '.join(best)}", flush=True)
+        results["prefix_study"] = prefix_study(data, queries, result, best, args.chunk)
+    results["meta"] = {
+        "command": _command(arguments),
+        "commit": _commit(),
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "queries": args.queries,
+        "chunk": args.chunk,
+        "rerank_depths": list(RERANK_DEPTHS),
+        "prefix_rerank_depths": list(PREFIX_RERANK_DEPTHS),
+        "clip_percentiles": list(CLIP_PERCENTILES),
+        "elapsed_seconds": time.perf_counter() - started,
+    }
+    write_report(results, args.out)
+    print(f"wrote {args.out / 'table.md'} and {args.out / 'results.json'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run())
