@@ -459,15 +459,18 @@ def measure(
     rows: dict[str, dict[str, Any]] = {}
     for name, ranking in result.approx_ids.items():
         first = ranking[:, :TOP]
-        hits = sum(
-            len(np.intersect1d(first[row], result.exact_ids[row])) for row in range(len(first))
+        per_query = np.array(
+            [len(np.intersect1d(first[row], result.exact_ids[row])) for row in range(len(first))]
         )
+        hits = int(per_query.sum())
         recalls = {
             depth: rerank_recall(base, queries, ranking, result.exact_ids, depth)
             for depth in depths
         }
         rows[name] = {
             "recall_at_10": hits / (len(first) * TOP),
+            # standard error of the mean over queries (per-query recall@10)
+            "recall_at_10_se": float(per_query.std(ddof=1) / TOP / np.sqrt(len(first))),
             "rerank_recall": {str(depth): value for depth, value in recalls.items()},
             "depth_for": {
                 str(target): smallest_depth(recalls, target) for target in RECALL_TARGETS
@@ -554,12 +557,8 @@ def prefix_study(
     # Same exact full-dimension ground truth as the main pass (checked, not assumed).
     agreement = float(np.mean(result.exact_ids == exact.exact_ids))
     rows = measure(data.base, queries, result, PREFIX_RERANK_DEPTHS)
-    wanted = set(configurations)
-    kept = {
-        name: row
-        for name, row in rows.items()
-        if name.startswith("float-prefix/") or name.split("@")[0] in wanted
-    }
+    # Both query schemes of the chosen quantizers are kept (they cost nothing extra).
+    kept = dict(rows)
     explained = float(variances[:PREFIX_DIMS].sum() / variances.sum())
     return {
         "prefix_dims": PREFIX_DIMS,
@@ -585,13 +584,21 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _recall(row: dict[str, Any]) -> str:
+    return f"{row['recall_at_10']:.3f} ±{row['recall_at_10_se']:.3f}"
+
+
+def _reach(value: int | None, depths: Sequence[int]) -> str:
+    return f"more than R={max(depths)}" if value is None else f"R={value}"
+
+
 def _depth(value: int | None, depths: Sequence[int]) -> str:
     return f">{max(depths)}" if value is None else str(value)
 
 
 def main_table(name: str, rows: dict[str, dict[str, Any]]) -> list[str]:
     header = (
-        "| quantizer | query | recall@10 | "
+        "| quantizer | query | recall@10 ±SE | "
         + " | ".join(f"R={depth}" for depth in RERANK_DEPTHS)
         + " | R for 0.95 | R for 0.99 | MAE all pairs | MAE top-10 pairs |"
     )
@@ -601,7 +608,7 @@ def main_table(name: str, rows: dict[str, dict[str, Any]]) -> list[str]:
             row = rows[f"{quantizer}/{scheme}"]
             recalls = [_fmt(row["rerank_recall"][str(depth)]) for depth in RERANK_DEPTHS]
             lines.append(
-                f"| {quantizer} | {scheme} | {_fmt(row['recall_at_10'])} | "
+                f"| {quantizer} | {scheme} | {_recall(row)} | "
                 + " | ".join(recalls)
                 + f" | {_depth(row['depth_for']['0.95'], RERANK_DEPTHS)}"
                 + f" | {_depth(row['depth_for']['0.99'], RERANK_DEPTHS)}"
@@ -613,7 +620,7 @@ def main_table(name: str, rows: dict[str, dict[str, Any]]) -> list[str]:
 def prefix_table(study: dict[str, Any]) -> list[str]:
     depths = PREFIX_RERANK_DEPTHS
     header = (
-        "| configuration | codes | recall@10 (no rerank) | "
+        "| configuration | codes | recall@10 ±SE (no rerank) | "
         + " | ".join(f"R={depth}" for depth in depths)
         + " | R for 0.95 | R for 0.99 |"
     )
@@ -624,12 +631,18 @@ def prefix_table(study: dict[str, Any]) -> list[str]:
             codes = "none (control)"
         else:
             label, mode = name.split("@")
-            codes = "lo/step over all 384 dims" if mode == "full" else f"over the {PREFIX_DIMS}"
+            codes = (
+                "lo/step over all dims"
+                if mode == "full"
+                else f"lo/step over the first {PREFIX_DIMS} dims"
+            )
             if not label.startswith("lvq"):
-                codes = "per-dim (prefix of the trained ranges)"
+                codes = "per-dim ranges of the first dims"
+            if label in study["configurations"]:
+                label += " *"
         recalls = [_fmt(row["rerank_recall"][str(depth)]) for depth in depths]
         lines.append(
-            f"| {label} | {codes} | {_fmt(row['recall_at_10'])} | "
+            f"| {label} | {codes} | {_recall(row)} | "
             + " | ".join(recalls)
             + f" | {_depth(row['depth_for']['0.95'], PREFIX_RERANK_DEPTHS)}"
             + f" | {_depth(row['depth_for']['0.99'], PREFIX_RERANK_DEPTHS)} |"
@@ -644,12 +657,11 @@ def conclusions(results: dict[str, Any]) -> list[str]:
         rows = results["datasets"][name]["rows"]
         best = pick_best(rows, 1)[0]
         row = rows[best]
-        r95 = _depth(row["depth_for"]["0.95"], RERANK_DEPTHS)
-        r99 = _depth(row["depth_for"]["0.99"], RERANK_DEPTHS)
+        r95 = _reach(row["depth_for"]["0.95"], RERANK_DEPTHS)
+        r99 = _reach(row["depth_for"]["0.99"], RERANK_DEPTHS)
         sentences.append(
             f"On {name} the best configuration is `{best}`: recall@10 "
-            f"{row['recall_at_10']:.3f} without rerank, R={r95} reaches 0.95 and R={r99} "
-            "reaches 0.99."
+            f"{row['recall_at_10']:.3f} without rerank; 0.95 needs {r95}, 0.99 needs {r99}."
         )
     for name in results["datasets"]:
         rows = results["datasets"][name]["rows"]
@@ -694,14 +706,15 @@ def _prefix_conclusions(study: dict[str, Any]) -> list[str]:
         f"PCA prefix ({PREFIX_DIMS} of 384 dims, {study['variance_explained_by_prefix']:.1%} "
         f"of the variance): the best quantized prefix is `{best}` (after rerank: "
         + ", ".join(f"R={key} {value:.3f}" for key, value in row["rerank_recall"].items())
-        + f"; 0.95 at R={_depth(row['depth_for']['0.95'], PREFIX_RERANK_DEPTHS)}, 0.99 at R="
-        f"{_depth(row['depth_for']['0.99'], PREFIX_RERANK_DEPTHS)}); the unquantized PCA "
+        + f"; 0.95 needs {_reach(row['depth_for']['0.95'], PREFIX_RERANK_DEPTHS)}, 0.99 needs "
+        f"{_reach(row['depth_for']['0.99'], PREFIX_RERANK_DEPTHS)}); the unquantized PCA "
         "prefix reaches "
         + ", ".join(f"R={key} {value:.3f}" for key, value in control.items())
-        + f", {cause}. Without the rotation the raw 128-dim prefix reaches only "
+        + f", {cause}. Without the rotation the raw {PREFIX_DIMS}-dim prefix reaches only "
         f"{rows['float-prefix/raw']['rerank_recall']['160']:.3f} at R=160."
     ]
-    for configuration in study["configurations"]:
+    labels = sorted({name.split("@")[0] for name in quantized})
+    for configuration in labels:
         full, prefix = rows.get(f"{configuration}@full"), rows.get(f"{configuration}@prefix")
         if full is None or prefix is None:
             continue
@@ -748,9 +761,10 @@ def write_report(results: dict[str, Any], out: Path) -> None:
         lines += [
             f"### {datasets.MINILM_NAME}: first {PREFIX_DIMS} dims after a PCA rotation",
             "",
-            f"The two best configurations above ({', '.join(study['configurations'])}) on the "
-            f"first {PREFIX_DIMS} PCA-rotated dims ({study['variance_explained_by_prefix']:.1%}"
-            " of the variance); approximate score = re-normalized prefix cosine "
+            "The quantizers of the two best configurations above (marked *: "
+            f"{', '.join(study['configurations'])}), both query schemes, on the first "
+            f"{PREFIX_DIMS} PCA-rotated dims ({study['variance_explained_by_prefix']:.1%} "
+            "of the variance); approximate score = re-normalized prefix cosine "
             "dot(q[:p], x_hat[:p]) / (|q[:p]| |x[:p]|) with the exact |x[:p]|; rerank on the "
             "full float vector; ground truth = exact full-dim top 10. Controls: the "
             "unquantized prefix cosine, rotated and raw.",

@@ -42,6 +42,7 @@ std::size_t checked_ids(const IdArray& ids, const char* argument) {
 py::dict header_dict(const matry::FileHeader& h, const std::string& metadata) {
   py::dict out;
   out["format_version"] = h.format_version;
+  out["quantization"] = matry::quantization_of(h);
   out["metric"] = matry::metric_name(static_cast<matry::Metric>(h.metric));
   out["dim"] = h.dim;
   out["node_count"] = h.node_count;

@@ -42,7 +42,11 @@ constexpr std::uint32_t kHeaderBytes = 128;
 constexpr std::size_t kFirstFieldAt = sizeof(kMagic);
 constexpr std::size_t kHeaderCrcAt = kHeaderBytes - 4;
 constexpr std::uint32_t kFlagRequireUnitNorm = 1u;
-constexpr std::uint32_t kKnownFlags = kFlagRequireUnitNorm;
+constexpr std::uint32_t kFlagInt8 = 2u;              // version 2: int8 codes in level-0 blocks
+constexpr std::uint32_t kFlagInt8PerDimension = 4u;  // ... fitted per dimension (SQ8)
+constexpr std::uint32_t kKnownFlagsV1 = kFlagRequireUnitNorm;
+constexpr std::uint32_t kKnownFlagsV2 = kFlagRequireUnitNorm | kFlagInt8 | kFlagInt8PerDimension;
+constexpr std::size_t kSectionAlignment = 64;  // v2: level-0 blocks start on a cache line
 constexpr int kMaxSymlinkHops = 40;       // Linux's own limit (ELOOP)
 constexpr int kTemporaryAttempts = 1000;  // names tried before giving up on EEXIST
 
@@ -139,9 +143,10 @@ FileHeader decode_header(const unsigned char* in, std::size_t file_bytes) {
   if (take<std::uint32_t>(in, kHeaderCrcAt) != crc32(0, in, kHeaderCrcAt)) {
     corrupt("header checksum mismatch");
   }
-  if (h.format_version != kFormatVersion) {
+  if (h.format_version != kFormatVersionF32 && h.format_version != kFormatVersion) {
     corrupt("unsupported format version " + std::to_string(h.format_version) +
-            " (this matry reads version " + std::to_string(kFormatVersion) + ")");
+            " (this matry reads versions " + std::to_string(kFormatVersionF32) + " and " +
+            std::to_string(kFormatVersion) + ")");
   }
   if (header_bytes != kHeaderBytes) corrupt("bad header size");
 
@@ -162,7 +167,18 @@ FileHeader decode_header(const unsigned char* in, std::size_t file_bytes) {
   if (h.rotation_floats != 0 && h.rotation_floats != h.dim * h.dim) {
     corrupt("rotation size does not match dim");
   }
-  if ((h.flags & ~kKnownFlags) != 0) corrupt("unknown flags " + std::to_string(h.flags));
+  const std::uint32_t known = h.format_version == kFormatVersionF32 ? kKnownFlagsV1 : kKnownFlagsV2;
+  if ((h.flags & ~known) != 0) corrupt("unknown flags " + std::to_string(h.flags));
+  if ((h.format_version == kFormatVersion) != ((h.flags & kFlagInt8) != 0)) {
+    corrupt("format version " + std::to_string(h.format_version) +
+            " does not match the quantization flag");
+  }
+  if ((h.flags & kFlagInt8PerDimension) != 0 && (h.flags & kFlagInt8) == 0) {
+    corrupt("per-dimension flag without int8 codes");
+  }
+  if ((h.flags & kFlagInt8) != 0 && h.prefix_dim != 0 && h.metric == 2) {
+    corrupt("int8 codes with a prefix need metric cosine or ip");
+  }
   const std::uint64_t limit = file_bytes;
   if (h.metadata_bytes > limit || h.payload_bytes > limit ||
       kHeaderBytes + h.metadata_bytes + 4 + h.payload_bytes + 4 != file_bytes) {
@@ -171,9 +187,29 @@ FileHeader decode_header(const unsigned char* in, std::size_t file_bytes) {
   return h;
 }
 
+bool int8_codes(const FileHeader& h) { return (h.flags & kFlagInt8) != 0; }
+
+// Bytes of one level-0 block: the graph's layout for this M and payload.
+std::uint64_t level0_block_bytes(const FileHeader& h) {
+  const std::size_t payload = int8_codes(h) ? quant::Int8Quantizer(h.dim, quant::Int8Mode::per_vector).payload_bytes() : 0;
+  return graph::HnswGraph(h.M, 1, payload).level0_stride() * sizeof(std::uint32_t);
+}
+
+// Zero bytes before the level-0 blocks so that they start 64-byte aligned in the file (v2).
+std::uint64_t level0_padding(const FileHeader& h) {
+  if (!int8_codes(h)) return 0;
+  const std::uint64_t n = h.node_count;
+  const std::uint64_t before = kHeaderBytes + h.metadata_bytes + 4 + n * h.dim * 4 + n * 8 + n + n;
+  return (kSectionAlignment - before % kSectionAlignment) % kSectionAlignment;
+}
+
+// The quantizer's offset and scale, f32[dim] each (v2).
+std::uint64_t quantizer_bytes(const FileHeader& h) { return int8_codes(h) ? 8 * h.dim : 0; }
+
 std::uint64_t fixed_payload_bytes(const FileHeader& h) {
   const std::uint64_t n = h.node_count;
-  return n * h.dim * 4 + n * 8 + n + n + n * (1 + 2ull * h.M) * 4 + h.rotation_floats * 4;
+  return n * h.dim * 4 + n * 8 + n + n + level0_padding(h) + n * level0_block_bytes(h) +
+         h.rotation_floats * 4 + quantizer_bytes(h);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -565,6 +601,14 @@ class IndexSerializer {
     h.metadata_bytes = metadata.size();
     h.rotation_floats = index.rotation_.size();
     h.flags = index.params_.require_unit_norm ? kFlagRequireUnitNorm : 0u;
+    if (index.quantized()) {
+      // Version 2 only when it carries codes: an f32 index stays readable by older matry.
+      h.format_version = kFormatVersion;
+      h.flags |= kFlagInt8;
+      if (index.params_.int8_mode == quant::Int8Mode::per_dimension) h.flags |= kFlagInt8PerDimension;
+    } else {
+      h.format_version = kFormatVersionF32;
+    }
     std::uint64_t upper_words = 0;
     for (NodeId node = 0; node < nodes; ++node) {
       upper_words += static_cast<std::uint64_t>(graph.level_of(node)) * graph.upper_stride();
@@ -584,12 +628,18 @@ class IndexSerializer {
       levels[node] = static_cast<std::uint8_t>(graph.level_of(node));
     }
     out.write(levels.data(), nodes);
+    const std::vector<unsigned char> padding(level0_padding(h), 0);
+    out.write(padding.data(), padding.size());
     if (nodes > 0) out.write(graph.level0_row(0), nodes * graph.level0_stride() * 4);
     for (NodeId node = 0; node < nodes; ++node) {
       const int level = graph.level_of(node);
       if (level > 0) out.write(graph.upper_rows(node), level * graph.upper_stride() * 4);
     }
     out.write(index.rotation_.data(), index.rotation_.size() * sizeof(float));
+    if (index.quantized()) {
+      out.write(index.quantizer_.offset().data(), h.dim * sizeof(float));
+      out.write(index.quantizer_.scale().data(), h.dim * sizeof(float));
+    }
     out.write_crc();
   }
 
@@ -617,6 +667,11 @@ class IndexSerializer {
     params.seed = h.seed;
     params.prefix_dim = h.prefix_dim;
     params.require_unit_norm = (h.flags & kFlagRequireUnitNorm) != 0;
+    if (int8_codes(h)) {
+      params.quantization = Quantization::int8;
+      params.int8_mode = (h.flags & kFlagInt8PerDimension) != 0 ? quant::Int8Mode::per_dimension
+                                                                 : quant::Int8Mode::per_vector;
+    }
     auto index = std::make_unique<Index>(params);
     index->ef_ = h.ef;
     const std::size_t nodes = h.node_count;
@@ -684,6 +739,10 @@ class IndexSerializer {
     graph::HnswGraph& graph = index->graph_;
     graph.reserve(nodes);
     for (std::size_t node = 0; node < nodes; ++node) graph.append_node(levels[node]);
+    for (std::uint64_t i = 0; i < level0_padding(h); ++i) {
+      if (in[offset + i] != 0) corrupt("non-zero padding before the level-0 blocks");
+    }
+    offset += level0_padding(h);
     const std::size_t level0_words = nodes * graph.level0_stride();
     if (nodes > 0) copy_bytes(graph.level0_row(0), in + offset, level0_words * 4);
     offset += level0_words * 4;
@@ -715,6 +774,33 @@ class IndexSerializer {
     offset += h.rotation_floats * sizeof(float);
     for (float value : index->rotation_) {
       if (!std::isfinite(value)) corrupt("rotation contains NaN or inf");
+    }
+    if (int8_codes(h)) {
+      std::vector<float> quantizer_offset(dim);
+      std::vector<float> quantizer_scale(dim);
+      copy_bytes(quantizer_offset.data(), in + offset, dim * sizeof(float));
+      offset += dim * sizeof(float);
+      copy_bytes(quantizer_scale.data(), in + offset, dim * sizeof(float));
+      offset += dim * sizeof(float);
+      for (std::size_t j = 0; j < dim; ++j) {
+        if (!std::isfinite(quantizer_offset[j]) || !std::isfinite(quantizer_scale[j]) ||
+            !(quantizer_scale[j] > 0.0f)) {
+          corrupt("int8 quantizer parameters are not finite and positive");
+        }
+      }
+      index->quantizer_.set_parameters(std::move(quantizer_offset), std::move(quantizer_scale));
+      // Codes are a function of the rows and the quantizer: every stored code must be the one
+      // this row encodes to, or traversal would rank by vectors other than the ones stored.
+      std::vector<std::uint8_t> expected(index->quantizer_.payload_bytes());
+      for (std::size_t node = 0; node < nodes; ++node) {
+        quant::CodeHeader header;
+        index->quantizer_.encode(rows + node * dim, header, expected.data() + sizeof(header));
+        std::memcpy(expected.data(), &header, sizeof(header));
+        if (std::memcmp(expected.data(), graph.payload(static_cast<NodeId>(node)),
+                        expected.size()) != 0) {
+          corrupt("int8 code of node " + std::to_string(node) + " does not match its vector");
+        }
+      }
     }
     if (offset != body_end) corrupt("payload layout does not match its size");
 
@@ -772,6 +858,10 @@ std::unique_ptr<Index> Index::load(const std::string& path, std::string& metadat
 
 std::unique_ptr<Index> Index::from_bytes(const std::string& bytes, std::string& metadata) {
   return IndexSerializer::read(bytes, metadata);
+}
+
+const char* quantization_of(const FileHeader& header) {
+  return (header.flags & kFlagInt8) != 0 ? "int8" : "none";
 }
 
 FileHeader read_header(const std::string& path, std::string& metadata) {

@@ -1,4 +1,4 @@
-// The index file format, version 1. Integers are in the byte order of the host that wrote the
+// The index file format, versions 1 and 2. Integers are in the byte order of the host that wrote the
 // file; the endianness tag 0x01020304 tells a reader which, and a file of the other order is
 // refused. Every machine matry runs on today is little-endian.
 //
@@ -9,8 +9,12 @@
 //                       (byte offsets: for_each_header_field in io.cpp)
 //   metadata            JSON text (opaque to C++), then its CRC-32
 //   payload             vectors f32[nodes*dim], labels i64[nodes], deleted u8[nodes],
-//                       levels u8[nodes], level-0 links u32[nodes*(1+2M)],
-//                       upper links u32[sum(level)*(1+M)], rotation f32[rotation_floats]
+//                       levels u8[nodes], [v2: zero padding to a 64-byte offset],
+//                       level-0 blocks u32[nodes*stride] (v1: stride 1+2M = count and links;
+//                       v2: count, links, then the node's int8 payload: lo, step, |x|^2 as
+//                       f32 and dim code bytes, padded to whole 64-byte lines),
+//                       upper links u32[sum(level)*(1+M)], rotation f32[rotation_floats],
+//                       [v2: quantizer offset f32[dim], scale f32[dim]]
 //   trailer             CRC-32 of every byte before it
 //
 // Load checks sizes, both CRCs and then every field, link and invariant the index relies on
@@ -22,10 +26,14 @@
 
 namespace matry {
 
-constexpr std::uint32_t kFormatVersion = 1;
+// Version 1: f32 traversal (still written for indexes without codes, so older matry reads them).
+// Version 2: the same sections, plus int8 codes inside the level-0 blocks (64-byte blocks that
+// start 64-byte aligned in the file) and the quantizer's parameters after the rotation.
+constexpr std::uint32_t kFormatVersionF32 = 1;
+constexpr std::uint32_t kFormatVersion = 2;
 
 struct FileHeader {
-  std::uint32_t format_version = kFormatVersion;
+  std::uint32_t format_version = kFormatVersionF32;
   std::uint32_t metric = 0;
   std::uint64_t dim = 0;
   std::uint64_t node_count = 0;
@@ -45,6 +53,9 @@ struct FileHeader {
   std::uint64_t payload_bytes = 0;
   std::uint32_t flags = 0;
 };
+
+// "int8" when the file carries int8 codes, else "none".
+const char* quantization_of(const FileHeader& header);
 
 // Header and metadata of a saved index, checked (sizes and CRCs) without reading the payload.
 FileHeader read_header(const std::string& path, std::string& metadata);

@@ -240,7 +240,10 @@ CASES: dict[str, Case] = {
     "M of 1": Case("cosine", set_header(M=1), "M out of range"),
     "ef of 0": Case("cosine", set_header(ef=0), "ef out of range"),
     "dim of 0": Case("empty", set_header(dim=0), "dim out of range"),
-    "format version 2": Case("cosine", set_header(format_version=2), "unsupported format version"),
+    "format version 3": Case("cosine", set_header(format_version=3), "unsupported format version"),
+    "version 2 without codes": Case(
+        "cosine", set_header(format_version=2), "does not match the quantization flag"
+    ),
     "other byte order": Case("cosine", set_header(endian_tag=0x04030201), "other byte order"),
     # metadata (parsed by the Python layer)
     "metadata nested 100000 deep": Case(

@@ -559,6 +559,7 @@ def read_metadata(path: PathLike) -> dict[str, Any]:
     header = _core.read_header(_existing_file(path))
     return {
         "format_version": int(header["format_version"]),
+        "quantization": None if header["quantization"] == "none" else str(header["quantization"]),
         "metric": str(header["metric"]),
         "dim": int(header["dim"]),
         "count": int(header["count"]),
