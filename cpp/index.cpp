@@ -129,7 +129,8 @@ struct CodeSpaceBase {
   }
   float between(NodeId a, NodeId b) const { return exact.between(a, b); }
   void prefetch(NodeId node) const {
-    const std::uintptr_t first = reinterpret_cast<std::uintptr_t>(payload(node)) & ~std::uintptr_t{63};
+    const std::uintptr_t first =
+        reinterpret_cast<std::uintptr_t>(payload(node)) & ~std::uintptr_t{63};
     const std::uintptr_t end =
         reinterpret_cast<std::uintptr_t>(payload(node)) + sizeof(quant::CodeHeader) + width;
     for (std::uintptr_t line = first; line < end; line += 64) {
@@ -336,7 +337,8 @@ void Index::with_space(const float* query, std::size_t width, bool on_codes,
   const std::size_t dim = params_.dim;
   const bool l2 = params_.metric == Metric::l2;
   if (width == 0 || width >= dim) width = 0;
-  const float* table = width != 0 && width == params_.prefix_dim ? prefix_inv_norms_.data() : nullptr;
+  const float* table =
+      width != 0 && width == params_.prefix_dim ? prefix_inv_norms_.data() : nullptr;
   const float query_inv_norm = width != 0 && !l2 ? inverse_norm(kernels_, query, width) : 1.0f;
 
   if (on_codes) {
@@ -545,8 +547,7 @@ void Index::search_one(const float* raw_query, const SearchOptions& options, Que
   });
   if (width != 0 || quantized()) {
     // Distances of a prefix or of codes only rank the beam: rescore its best on full rows.
-    rerank_on_rows(query,
-                   options.rerank != 0 ? options.rerank : default_rerank(width != 0, k, ef),
+    rerank_on_rows(query, options.rerank != 0 ? options.rerank : default_rerank(width != 0, k, ef),
                    candidates);
   }
   const std::size_t found = std::min(k, candidates.size());
@@ -573,7 +574,8 @@ void Index::search(const float* queries, std::size_t n, const SearchOptions& opt
   const std::size_t threads = resolve_threads(options.num_threads, n);
   std::vector<QueryScratch> scratch;
   scratch.reserve(threads);
-  for (std::size_t t = 0; t < threads; ++t) scratch.push_back({graph_.borrow_scratch(), {}, {}, {}});
+  for (std::size_t t = 0; t < threads; ++t)
+    scratch.push_back({graph_.borrow_scratch(), {}, {}, {}});
   parallel_for(n, threads, [&](std::size_t i, std::size_t worker) {
     search_one(queries + i * params_.dim, options, scratch[worker], out_ids + i * k,
                out_distances + i * k);

@@ -47,8 +47,8 @@ constexpr std::uint32_t kFlagInt8PerDimension = 4u;  // ... fitted per dimension
 constexpr std::uint32_t kKnownFlagsV1 = kFlagRequireUnitNorm;
 constexpr std::uint32_t kKnownFlagsV2 = kFlagRequireUnitNorm | kFlagInt8 | kFlagInt8PerDimension;
 constexpr std::size_t kSectionAlignment = 64;  // v2: level-0 blocks start on a cache line
-constexpr int kMaxSymlinkHops = 40;       // Linux's own limit (ELOOP)
-constexpr int kTemporaryAttempts = 1000;  // names tried before giving up on EEXIST
+constexpr int kMaxSymlinkHops = 40;            // Linux's own limit (ELOOP)
+constexpr int kTemporaryAttempts = 1000;       // names tried before giving up on EEXIST
 
 // The header layout, written down once: the byte offset of every field between the magic and the
 // CRC, in file order. Encoding and decoding both walk this list. The endianness tag and the
@@ -191,7 +191,8 @@ bool int8_codes(const FileHeader& h) { return (h.flags & kFlagInt8) != 0; }
 
 // Bytes of one level-0 block: the graph's layout for this M and payload.
 std::uint64_t level0_block_bytes(const FileHeader& h) {
-  const std::size_t payload = int8_codes(h) ? quant::Int8Quantizer(h.dim, quant::Int8Mode::per_vector).payload_bytes() : 0;
+  const std::size_t payload =
+      int8_codes(h) ? quant::Int8Quantizer(h.dim, quant::Int8Mode::per_vector).payload_bytes() : 0;
   return graph::HnswGraph(h.M, 1, payload).level0_stride() * sizeof(std::uint32_t);
 }
 
@@ -605,7 +606,8 @@ class IndexSerializer {
       // Version 2 only when it carries codes: an f32 index stays readable by older matry.
       h.format_version = kFormatVersion;
       h.flags |= kFlagInt8;
-      if (index.params_.int8_mode == quant::Int8Mode::per_dimension) h.flags |= kFlagInt8PerDimension;
+      if (index.params_.int8_mode == quant::Int8Mode::per_dimension)
+        h.flags |= kFlagInt8PerDimension;
     } else {
       h.format_version = kFormatVersionF32;
     }
@@ -670,7 +672,7 @@ class IndexSerializer {
     if (int8_codes(h)) {
       params.quantization = Quantization::int8;
       params.int8_mode = (h.flags & kFlagInt8PerDimension) != 0 ? quant::Int8Mode::per_dimension
-                                                                 : quant::Int8Mode::per_vector;
+                                                                : quant::Int8Mode::per_vector;
     }
     auto index = std::make_unique<Index>(params);
     index->ef_ = h.ef;

@@ -1,5 +1,5 @@
-// The index file format, versions 1 and 2. Integers are in the byte order of the host that wrote the
-// file; the endianness tag 0x01020304 tells a reader which, and a file of the other order is
+// The index file format, versions 1 and 2. Integers are in the byte order of the host that wrote
+// the file; the endianness tag 0x01020304 tells a reader which, and a file of the other order is
 // refused. Every machine matry runs on today is little-endian.
 //
 //   header, 128 bytes   magic "MATRYIDX", format version, endianness tag, header size,

@@ -35,10 +35,18 @@ class IndexModelMachine(RuleBasedStateMachine):
     """One matry.Index and its brute-force model, driven by hypothesis."""
 
     metric = "cosine"
+    quantization: str | None = None
 
     def __init__(self) -> None:
         super().__init__()
-        self.index = matry.Index(dim=DIM, metric=self.metric, M=16, ef_construction=64, seed=0)
+        self.index = matry.Index(
+            dim=DIM,
+            metric=self.metric,
+            M=16,
+            ef_construction=64,
+            seed=0,
+            quantization=self.quantization,
+        )
         self.index.ef = SEARCH_EF
         self.model: dict[int, np.ndarray] = {}
         self.removed: set[int] = set()
@@ -197,6 +205,20 @@ class SquaredL2Machine(IndexModelMachine):
     metric = "l2"
 
 
+class Int8CosineMachine(IndexModelMachine):
+    metric = "cosine"
+    quantization = "int8"
+
+
+class Int8SquaredL2Machine(IndexModelMachine):
+    metric = "l2"
+    quantization = "int8"
+
+
+TestInt8CosineAgainstModel = Int8CosineMachine.TestCase
+TestInt8CosineAgainstModel.settings = STATE_MACHINE_SETTINGS
+TestInt8SquaredL2AgainstModel = Int8SquaredL2Machine.TestCase
+TestInt8SquaredL2AgainstModel.settings = STATE_MACHINE_SETTINGS
 TestCosineAgainstModel = CosineMachine.TestCase
 TestCosineAgainstModel.settings = STATE_MACHINE_SETTINGS
 TestInnerProductAgainstModel = InnerProductMachine.TestCase

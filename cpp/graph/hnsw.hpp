@@ -83,7 +83,9 @@ class HnswGraph {
   std::uint8_t* payload(NodeId node) {
     return reinterpret_cast<std::uint8_t*>(level0_row(node)) + payload_offset();
   }
-  const std::uint8_t* blocks() const { return reinterpret_cast<const std::uint8_t*>(level0_.data()); }
+  const std::uint8_t* blocks() const {
+    return reinterpret_cast<const std::uint8_t*>(level0_.data());
+  }
   std::size_t upper_stride() const { return 1 + M_; }
   int level_of(NodeId node) const { return levels_[node]; }
   const std::uint32_t* upper_rows(NodeId node) const { return upper_[node].get(); }

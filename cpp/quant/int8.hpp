@@ -28,9 +28,9 @@ struct CodeHeader {
 // A query prepared for code distances over its first `width` dims.
 struct CodeQuery {
   std::vector<std::int8_t> u;
-  float w_scale = 0.0f;   // w ~ w_scale * u
-  float sum_w = 0.0f;     // sum of the unquantized w_j
-  float offset_dot = 0.0f;  // sum q_j offset_j
+  float w_scale = 0.0f;       // w ~ w_scale * u
+  float sum_w = 0.0f;         // sum of the unquantized w_j
+  float offset_dot = 0.0f;    // sum q_j offset_j
   float squared_norm = 0.0f;  // |q[:width]|^2
 };
 
