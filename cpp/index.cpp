@@ -512,12 +512,6 @@ float Index::full_distance(const float* query, NodeId node) const {
 }
 
 // Per-thread buffers of a batch search, borrowed once per thread.
-struct Index::QueryScratch {
-  graph::LendingPool<graph::SearchScratch>::Lease graph;
-  std::vector<float> query;
-  std::vector<graph::Neighbor> candidates;
-  quant::CodeQuery codes;
-};
 
 void Index::search_one(const float* raw_query, const SearchOptions& options, QueryScratch& scratch,
                        std::int64_t* out_ids, float* out_distances) const {
@@ -530,7 +524,7 @@ void Index::search_one(const float* raw_query, const SearchOptions& options, Que
   scratch.query.resize(dim);
   prepare_row(raw_query, scratch.query.data());
   const float* query = scratch.query.data();
-  graph::SearchScratch& graph_scratch = *scratch.graph;
+  graph::SearchScratch& graph_scratch = scratch.graph;
   std::vector<graph::Neighbor>& candidates = scratch.candidates;
   const std::uint8_t* deleted = store_.has_deleted() ? store_.deleted_flags() : nullptr;
 
@@ -572,12 +566,20 @@ void Index::search(const float* queries, std::size_t n, const SearchOptions& opt
   auto lock = read_lock();
   const std::size_t k = options.k;
   const std::size_t threads = resolve_threads(options.num_threads, n);
-  std::vector<QueryScratch> scratch;
+  if (threads == 1) {
+    // One query per call (or one thread): no pool, no std::function, scratch reused.
+    auto scratch = query_scratch_.borrow();
+    for (std::size_t i = 0; i < n; ++i) {
+      search_one(queries + i * params_.dim, options, *scratch, out_ids + i * k,
+                 out_distances + i * k);
+    }
+    return;
+  }
+  std::vector<graph::LendingPool<QueryScratch>::Lease> scratch;
   scratch.reserve(threads);
-  for (std::size_t t = 0; t < threads; ++t)
-    scratch.push_back({graph_.borrow_scratch(), {}, {}, {}});
+  for (std::size_t t = 0; t < threads; ++t) scratch.push_back(query_scratch_.borrow());
   parallel_for(n, threads, [&](std::size_t i, std::size_t worker) {
-    search_one(queries + i * params_.dim, options, scratch[worker], out_ids + i * k,
+    search_one(queries + i * params_.dim, options, *scratch[worker], out_ids + i * k,
                out_distances + i * k);
   });
 }

@@ -106,7 +106,13 @@ class Index {
   void validate_rows(const float* rows, std::size_t n, const char* argument) const;
   void prepare_row(const float* in, float* out) const;
   void compute_prefix_norm(NodeId node);
-  struct QueryScratch;
+  // Per-thread buffers of a search, kept between calls so a search allocates nothing.
+  struct QueryScratch {
+    graph::SearchScratch graph;
+    std::vector<float> query;
+    std::vector<graph::Neighbor> candidates;
+    quant::CodeQuery codes;
+  };
   void search_one(const float* query, const SearchOptions& options, QueryScratch& scratch,
                   std::int64_t* out_ids, float* out_distances) const;
   float full_distance(const float* query, NodeId node) const;
@@ -135,6 +141,7 @@ class Index {
   quant::Int8Quantizer quantizer_;
   std::atomic<std::size_t> ef_{64};
 
+  mutable graph::LendingPool<QueryScratch> query_scratch_;
   mutable std::mutex writer_mutex_;
   mutable std::mutex turnstile_;
   mutable std::shared_mutex rw_mutex_;

@@ -124,14 +124,17 @@ WorkerPool*& pool_pointer() {
 
 }  // namespace
 
-std::size_t max_threads() {
-  const std::size_t hardware = std::max(1u, std::thread::hardware_concurrency());
-  return std::max<std::size_t>(4, 2 * hardware);
+// Read once: glibc answers hardware_concurrency() by reading /sys, which costs more than a
+// whole single-query search.
+std::size_t hardware_threads() {
+  static const std::size_t count = std::max(1u, std::thread::hardware_concurrency());
+  return count;
 }
 
+std::size_t max_threads() { return std::max<std::size_t>(4, 2 * hardware_threads()); }
+
 std::size_t resolve_threads(std::size_t requested, std::size_t work) {
-  std::size_t threads = requested;
-  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  const std::size_t threads = requested == 0 ? hardware_threads() : requested;
   return std::max<std::size_t>(1, std::min({threads, work, max_threads()}));
 }
 

@@ -67,9 +67,6 @@ class HnswGraph {
   void search(const Space& space, std::size_t ef, const std::uint8_t* deleted,
               SearchScratch& scratch, std::vector<Neighbor>& results) const;
 
-  // Scratch for search(), reused: borrow one per thread for a batch of queries.
-  LendingPool<SearchScratch>::Lease borrow_scratch() const { return scratch_pool_.borrow(); }
-
   // Raw link access (serialization and validation).
   const std::uint32_t* level0_row(NodeId node) const {
     return level0_.data() + static_cast<std::size_t>(node) * level0_stride();

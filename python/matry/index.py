@@ -20,6 +20,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 _METRICS = ("cosine", "ip", "l2")
 _QUANTIZATIONS = (None, "int8")
+_FLOAT32 = np.dtype(np.float32)
 DEFAULT_EF = 64
 _ORTHOGONALITY_TOLERANCE = 1e-4
 # A rotation is checked in float64 and stored as float32; the rounding moves R @ R.T by at most
@@ -392,6 +393,24 @@ class Index:
         With ``quantization="int8"`` the traversal runs on codes and the best ``rerank``
         candidates (default: ``4 * k``, at most ``ef``) are rescored on the float32 rows.
         """
+        if (
+            type(queries) is np.ndarray
+            and queries.dtype == _FLOAT32
+            and queries.flags.c_contiguous
+            and type(k) is int
+            and k > 0
+            and (ef is None or (type(ef) is int and ef > 0))
+            and prefix_dim is None
+            and rerank is None
+            and num_threads == 0
+            and self._rotation is None
+            and queries.size > 0
+        ):
+            # One query per call is most of the time at tens of thousands of queries per
+            # second: plain float32 rows skip the conversions (the core checks dim, NaN, inf).
+            if queries.ndim == 1:
+                queries = queries.reshape(1, queries.shape[0])
+            return self._core.search(queries, k, ef or 0, 0, 0, 0)
         rows = _as_rows(queries, self.dim, "queries")
         k = _positive_int(k, "k")
         ef_value = 0 if ef is None else _positive_int(ef, "ef")
