@@ -247,6 +247,7 @@ PYBIND11_MODULE(_core, m) {
            py::arg("ef_construction") = 200, py::arg("seed") = 0, py::arg("prefix_dim") = 0,
            py::arg("require_unit_norm") = true, py::arg("quantization") = "none",
            py::arg("int8_mode") = "per_vector", py::arg("build_on_codes") = true)
+      .def_property_readonly("read_only", &Index::read_only)
       .def_property_readonly(
           "quantization",
           [](const Index& ix) { return matry::quantization_name(ix.params().quantization); })
@@ -432,16 +433,16 @@ PYBIND11_MODULE(_core, m) {
           py::arg("metadata") = "{}")
       .def_static(
           "load",
-          [](const std::string& path) {
+          [](const std::string& path, bool mmap) {
             std::string metadata;
             std::unique_ptr<Index> index;
             {
               py::gil_scoped_release release;
-              index = Index::load(path, metadata);
+              index = Index::load(path, metadata, mmap);
             }
             return loaded(std::move(index), metadata);
           },
-          py::arg("path"))
+          py::arg("path"), py::arg("mmap") = false)
       .def_static(
           "from_bytes",
           [](const py::bytes& data) {

@@ -40,9 +40,20 @@ class AlignedBuffer {
   const T* data() const { return data_; }
   std::size_t capacity() const { return capacity_; }
 
+  // Points at `capacity` elements owned elsewhere (a read-only file mapping that outlives
+  // this buffer); such a buffer never grows and frees nothing.
+  void view(const T* data, std::size_t capacity) {
+    release();
+    data_ = const_cast<T*>(data);  // never written through: the index refuses writes
+    capacity_ = capacity;
+    viewed_ = true;
+  }
+  bool is_view() const { return viewed_; }
+
   // Grows to hold `capacity` elements, keeping the first `used` of them.
   void grow(std::size_t capacity, std::size_t used) {
     if (capacity <= capacity_) return;
+    if (viewed_) throw std::bad_alloc();  // unreachable: a mapped index is read-only
     used = std::min(used, capacity_);
     const std::size_t wanted = capacity * sizeof(T);
 #if defined(MATRY_MAPPED_BUFFERS)
@@ -76,9 +87,16 @@ class AlignedBuffer {
     std::swap(capacity_, other.capacity_);
     std::swap(bytes_, other.bytes_);
     std::swap(mapped_, other.mapped_);
+    std::swap(viewed_, other.viewed_);
   }
 
   void release() noexcept {
+    if (viewed_) {
+      data_ = nullptr;
+      capacity_ = 0;
+      viewed_ = false;
+      return;
+    }
     if (data_ == nullptr) return;
 #if defined(MATRY_MAPPED_BUFFERS)
     if (mapped_) {
@@ -119,6 +137,7 @@ class AlignedBuffer {
   std::size_t capacity_ = 0;
   std::size_t bytes_ = 0;
   bool mapped_ = false;
+  bool viewed_ = false;
 };
 
 }  // namespace matry

@@ -273,12 +273,21 @@ void Index::set_ef(std::size_t ef) {
   ef_ = ef;
 }
 
+void Index::refuse_if_read_only() const {
+  if (read_only()) {
+    throw InvalidArgument(
+        "index: loaded with mmap=True, so it is read-only; Index.load(path) without mmap gives "
+        "a copy that can change");
+  }
+}
+
 std::vector<float> Index::rotation() const {
   auto lock = read_lock();
   return rotation_;
 }
 
 void Index::set_rotation(std::vector<float> rotation) {
+  refuse_if_read_only();
   if (!rotation.empty() && rotation.size() != params_.dim * params_.dim) {
     throw InvalidArgument("rotation: must be a dim x dim matrix");
   }
@@ -399,6 +408,7 @@ void Index::rerank_on_rows(const float* query, std::size_t count,
 bool Index::add(const float* rows, std::size_t n, const std::int64_t* ids, std::size_t num_threads,
                 bool replace, const std::function<bool()>& interrupted,
                 std::vector<std::int64_t>& assigned_ids) {
+  refuse_if_read_only();
   if (n == 0) throw InvalidArgument("vectors: empty batch (0 rows)");
   std::lock_guard<std::mutex> writer(writer_mutex_);  // one writer at a time
   validate_rows(rows, n, "vectors");
@@ -630,6 +640,7 @@ void Index::exact_search(const float* queries, std::size_t n, std::size_t k,
 }
 
 void Index::remove(const std::int64_t* ids, std::size_t n) {
+  refuse_if_read_only();
   std::lock_guard<std::mutex> writer(writer_mutex_);
   std::vector<NodeId> nodes(n);
   std::unordered_set<std::int64_t> seen;
@@ -647,6 +658,7 @@ void Index::remove(const std::int64_t* ids, std::size_t n) {
 }
 
 void Index::restore(const std::int64_t* ids, std::size_t n) {
+  refuse_if_read_only();
   std::lock_guard<std::mutex> writer(writer_mutex_);
   std::vector<NodeId> nodes(n);
   for (std::size_t i = 0; i < n; ++i) {

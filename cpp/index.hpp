@@ -93,7 +93,11 @@ class Index {
   // Serialization (io.cpp). `metadata` is an opaque JSON string stored beside the payload.
   void save(const std::string& path, const std::string& metadata) const;
   std::string to_bytes(const std::string& metadata) const;
-  static std::unique_ptr<Index> load(const std::string& path, std::string& metadata);
+  // `mapped`: read the rows (and a v2 file's level-0 blocks) in place from a read-only file
+  // mapping; such an index refuses every change (read_only()).
+  static std::unique_ptr<Index> load(const std::string& path, std::string& metadata,
+                                     bool mapped = false);
+  bool read_only() const { return mapping_ != nullptr; }
   static std::unique_ptr<Index> from_bytes(const std::string& bytes, std::string& metadata);
 
   // Opaque extra payload kept with the index (the Python layer's rotation matrix).
@@ -141,6 +145,8 @@ class Index {
   quant::Int8Quantizer quantizer_;
   std::atomic<std::size_t> ef_{64};
 
+  std::shared_ptr<void> mapping_;  // the file mapping of a load with mmap, else null
+  void refuse_if_read_only() const;
   mutable graph::LendingPool<QueryScratch> query_scratch_;
   mutable std::mutex writer_mutex_;
   mutable std::mutex turnstile_;

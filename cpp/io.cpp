@@ -12,6 +12,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -582,7 +583,13 @@ class Writer {
 
 class IndexSerializer {
  public:
-  static void write(const Index& index, const std::string& metadata, Writer& out) {
+  static void write(const Index& index, const std::string& json, Writer& out) {
+    // Spaces after the JSON text (still the same JSON) put the rows on a 64-byte offset, so a
+    // load with mmap can read them in place.
+    std::string metadata = json;
+    metadata.append((kSectionAlignment - (kHeaderBytes + json.size() + 4) % kSectionAlignment) %
+                        kSectionAlignment,
+                    ' ');
     const VectorStore& store = index.store_;
     const graph::HnswGraph& graph = index.graph_;
     const std::size_t nodes = store.node_count();
@@ -645,15 +652,17 @@ class IndexSerializer {
     out.write_crc();
   }
 
-  static std::unique_ptr<Index> read(const std::string& bytes, std::string& metadata) {
-    const auto* in = reinterpret_cast<const unsigned char*>(bytes.data());
-    const FileHeader h = decode_header(in, bytes.size());
-    const std::size_t body_end = bytes.size() - 4;
+  // `mapping` non-null: `in` is a read-only file mapping that it keeps alive; the rows (and
+  // the level-0 blocks of a v2 file) are then read in place instead of copied.
+  static std::unique_ptr<Index> read(const unsigned char* in, std::size_t size,
+                                     std::string& metadata, std::shared_ptr<void> mapping) {
+    const FileHeader h = decode_header(in, size);
+    const std::size_t body_end = size - 4;
     if (take<std::uint32_t>(in, body_end) != crc32(0, in, body_end)) {
       corrupt("checksum mismatch (the file is corrupted)");
     }
     std::size_t offset = kHeaderBytes;
-    metadata.assign(bytes.data() + offset, h.metadata_bytes);
+    metadata.assign(reinterpret_cast<const char*>(in) + offset, h.metadata_bytes);
     offset += h.metadata_bytes;
     if (take<std::uint32_t>(in, offset) != crc32(0, metadata.data(), metadata.size())) {
       corrupt("metadata checksum mismatch");
@@ -679,8 +688,17 @@ class IndexSerializer {
     const std::size_t nodes = h.node_count;
     const std::size_t dim = h.dim;
 
-    float* rows = index->store_.reserve_rows_for_restore(nodes);
-    copy_bytes(rows, in + offset, nodes * dim * sizeof(float));
+    const float* rows = nullptr;
+    const std::size_t rows_at = offset;
+    if (mapping && nodes > 0 &&
+        (reinterpret_cast<std::uintptr_t>(in + offset) % alignof(float)) == 0) {
+      rows = reinterpret_cast<const float*>(in + offset);
+      index->store_.view_rows(rows, nodes);
+    } else {
+      float* copied = index->store_.reserve_rows_for_restore(nodes);
+      copy_bytes(copied, in + offset, nodes * dim * sizeof(float));
+      rows = copied;
+    }
     offset += nodes * dim * sizeof(float);
     // Cosine rows were normalized on the way in and "ip" rows checked to be unit length: the
     // distance 1 - dot relies on it. Same sum as Index::add's check, so what passed it passes.
@@ -739,14 +757,20 @@ class IndexSerializer {
     }
 
     graph::HnswGraph& graph = index->graph_;
-    graph.reserve(nodes);
-    for (std::size_t node = 0; node < nodes; ++node) graph.append_node(levels[node]);
     for (std::uint64_t i = 0; i < level0_padding(h); ++i) {
       if (in[offset + i] != 0) corrupt("non-zero padding before the level-0 blocks");
     }
     offset += level0_padding(h);
     const std::size_t level0_words = nodes * graph.level0_stride();
-    if (nodes > 0) copy_bytes(graph.level0_row(0), in + offset, level0_words * 4);
+    const std::size_t level0_at = offset;
+    if (mapping && nodes > 0 && int8_codes(h)) {  // v2 blocks start 64-byte aligned
+      graph.restore_viewing_level0(reinterpret_cast<const std::uint32_t*>(in + offset),
+                                   levels.data(), nodes);
+    } else {
+      graph.reserve(nodes);
+      for (std::size_t node = 0; node < nodes; ++node) graph.append_node(levels[node]);
+      if (nodes > 0) copy_bytes(graph.level0_row(0), in + offset, level0_words * 4);
+    }
     offset += level0_words * 4;
     for (std::size_t node = 0; node < nodes; ++node) {
       const std::uint32_t* row = graph.level0_row(static_cast<NodeId>(node));
@@ -807,6 +831,20 @@ class IndexSerializer {
     if (offset != body_end) corrupt("payload layout does not match its size");
 
     index->store_.restore(std::move(labels), std::move(deleted), h.next_label);
+    if (mapping) {
+      // Everything was read once to check it; drop those pages from this process (they stay
+      // in the page cache) so that resident memory holds only what searches touch, and read
+      // rows without readahead: a rerank touches a few rows at random.
+      const std::uintptr_t page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+      const auto begin = reinterpret_cast<std::uintptr_t>(in) & ~(page - 1);
+      ::madvise(reinterpret_cast<void*>(begin),
+                size + (reinterpret_cast<std::uintptr_t>(in) - begin), MADV_DONTNEED);
+      ::madvise(
+          reinterpret_cast<void*>((reinterpret_cast<std::uintptr_t>(in) + rows_at) & ~(page - 1)),
+          nodes * dim * sizeof(float), MADV_RANDOM);
+      static_cast<void>(level0_at);
+      index->mapping_ = std::move(mapping);
+    }
     if (params.prefix_dim != 0 && params.metric != Metric::l2) {
       index->prefix_inv_norms_.assign(nodes, 0.0f);
       for (std::size_t node = 0; node < nodes; ++node) {
@@ -854,12 +892,27 @@ std::string Index::to_bytes(const std::string& metadata) const {
   return bytes;
 }
 
-std::unique_ptr<Index> Index::load(const std::string& path, std::string& metadata) {
-  return IndexSerializer::read(read_whole_file(path), metadata);
+std::unique_ptr<Index> Index::load(const std::string& path, std::string& metadata, bool mapped) {
+  if (!mapped) {
+    const std::string bytes = read_whole_file(path);
+    return IndexSerializer::read(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(),
+                                 metadata, nullptr);
+  }
+  std::uint64_t size = 0;
+  const FileDescriptor file = open_regular_file(path, size);
+  if (size == 0) corrupt("file is too short to be a matry index (0 bytes)");
+  void* address = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, file.get(), 0);
+  if (address == MAP_FAILED) {
+    throw IoError("cannot map " + shown(path) + ": " + error_text(errno));
+  }
+  std::shared_ptr<void> mapping(address, [size](void* p) { ::munmap(p, size); });
+  return IndexSerializer::read(static_cast<const unsigned char*>(address), size, metadata,
+                               std::move(mapping));
 }
 
 std::unique_ptr<Index> Index::from_bytes(const std::string& bytes, std::string& metadata) {
-  return IndexSerializer::read(bytes, metadata);
+  return IndexSerializer::read(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(),
+                               metadata, nullptr);
 }
 
 const char* quantization_of(const FileHeader& header) {

@@ -73,8 +73,8 @@ std::size_t VectorStore::memory_bytes() const {
   // unordered_map: one heap node (key, value, next pointer, cached hash) plus a bucket pointer.
   const std::size_t map_bytes = node_of_label_.size() * (sizeof(void*) * 2 + 16) +
                                 node_of_label_.bucket_count() * sizeof(void*);
-  return vectors_.capacity() * sizeof(float) + labels_.capacity() * sizeof(std::int64_t) +
-         deleted_.capacity() + map_bytes;
+  const std::size_t row_bytes = vectors_.is_view() ? 0 : vectors_.capacity() * sizeof(float);
+  return row_bytes + labels_.capacity() * sizeof(std::int64_t) + deleted_.capacity() + map_bytes;
 }
 
 }  // namespace matry

@@ -64,6 +64,10 @@ class VectorStore {
   void restore(std::vector<std::int64_t> labels, std::vector<std::uint8_t> deleted,
                std::uint64_t next_label);
   float* reserve_rows_for_restore(std::size_t node_count);
+  // Rows read in place from a file mapping (Index::load with mmap); see AlignedBuffer::view.
+  void view_rows(const float* rows, std::size_t node_count) {
+    vectors_.view(rows, node_count * dim_);
+  }
   std::size_t memory_bytes() const;
 
  private:

@@ -163,3 +163,57 @@ def test_empty_and_tiny_int8_indexes() -> None:
     ids, distances = ix.search(np.ones(8, dtype=np.float32), k=3)
     assert ids[0, 0] == 0 and ids[0, 1] == -1
     assert abs(float(distances[0, 0])) < 1e-6
+
+
+@pytest.mark.parametrize("quantization", [None, "int8"])
+def test_mmap_load_gives_identical_results_and_refuses_writes(
+    tmp_path: Path, clustered: tuple[np.ndarray, np.ndarray], quantization: str | None
+) -> None:
+    vectors, queries = clustered
+    ix = matry.Index(DIM, "cosine", quantization=quantization)
+    ix.add(vectors[:4000])
+    ix.remove([1])
+    path = tmp_path / "mapped.matry"
+    ix.save(path)
+    copied = matry.Index.load(path)
+    mapped = matry.Index.load(path, mmap=True)
+    assert mapped.read_only and not copied.read_only
+    # The mapped rows (and int8 blocks) are not private memory.
+    assert mapped.memory_bytes < copied.memory_bytes - 4000 * DIM * 4 // 2
+    for got, want in zip(mapped.search(queries, k=10), copied.search(queries, k=10)):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(mapped.get([5, 6]), copied.get([5, 6]))
+    np.testing.assert_array_equal(mapped.ids(), copied.ids())
+    before = len(mapped)
+    with pytest.raises(ValueError, match="mmap=True"):
+        mapped.add(vectors[:2])
+    with pytest.raises(ValueError, match="mmap=True"):
+        mapped.remove([5])
+    assert len(mapped) == before
+    # Saving a mapped index writes a normal file; replacing the mapped file is safe.
+    mapped.save(path)
+    assert len(matry.Index.load(path)) == before
+    assert len(mapped.search(queries[:3], k=5)[0]) == 3
+
+
+def test_mmap_load_of_missing_truncated_and_golden_files(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        matry.Index.load(tmp_path / "missing.matry", mmap=True)
+    rng = np.random.default_rng(0)
+    ix = matry.Index(16, "l2", quantization="int8")
+    ix.add(rng.standard_normal((300, 16)).astype(np.float32))
+    path = tmp_path / "t.matry"
+    ix.save(path)
+    data = path.read_bytes()
+    (tmp_path / "short.matry").write_bytes(data[: len(data) // 2])
+    with pytest.raises(matry.CorruptIndexError):
+        matry.Index.load(tmp_path / "short.matry", mmap=True)
+    (tmp_path / "empty.matry").write_bytes(b"")
+    with pytest.raises(matry.CorruptIndexError):
+        matry.Index.load(tmp_path / "empty.matry", mmap=True)
+    with pytest.raises(ValueError, match="mmap"):
+        matry.Index.load(path, mmap="yes")  # type: ignore[arg-type]
+    golden = Path(__file__).parent / "data" / "golden_v1.matry"
+    mapped, copied = matry.Index.load(golden, mmap=True), matry.Index.load(golden)
+    assert len(mapped) == len(copied)
+    np.testing.assert_array_equal(mapped.get(mapped.ids()), copied.get(copied.ids()))

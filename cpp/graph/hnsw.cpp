@@ -58,8 +58,25 @@ NodeId HnswGraph::append_node(int level) {
   return node;
 }
 
+void HnswGraph::restore_viewing_level0(const std::uint32_t* level0, const std::uint8_t* levels,
+                                       std::size_t node_count) {
+  level0_.view(level0, node_count * level0_stride());
+  levels_.assign(levels, levels + node_count);
+  upper_.clear();
+  upper_.reserve(node_count);
+  for (std::size_t node = 0; node < node_count; ++node) {
+    const std::size_t words = static_cast<std::size_t>(levels[node]) * upper_stride();
+    if (words > 0) {
+      upper_.push_back(std::make_unique<std::uint32_t[]>(words));
+    } else {
+      upper_.emplace_back();
+    }
+  }
+  node_count_ = node_count;
+}
+
 std::size_t HnswGraph::memory_bytes() const {
-  std::size_t bytes = level0_.capacity() * sizeof(std::uint32_t) +
+  std::size_t bytes = (level0_.is_view() ? 0 : level0_.capacity() * sizeof(std::uint32_t)) +
                       upper_.capacity() * sizeof(upper_[0]) + levels_.capacity();
   for (std::size_t node = 0; node < node_count_; ++node) {
     bytes += static_cast<std::size_t>(levels_[node]) * upper_stride() * sizeof(std::uint32_t);

@@ -55,6 +55,10 @@ class HnswGraph {
   void reserve(std::size_t capacity);
   // Appends an unlinked node at `level`; not thread-safe, call before the parallel insert.
   NodeId append_node(int level);
+  // Nodes of a file mapped read-only: level-0 blocks read in place, upper rows allocated
+  // (zeroed) for the caller to fill.
+  void restore_viewing_level0(const std::uint32_t* level0, const std::uint8_t* levels,
+                              std::size_t node_count);
 
   // Links `node` (appended earlier) into the graph. Safe to run on several threads at once for
   // different nodes; must not run concurrently with search().

@@ -269,6 +269,11 @@ class Index:
         return None if name == "none" else name
 
     @property
+    def read_only(self) -> bool:
+        """True for an index loaded with ``mmap=True``."""
+        return bool(self._core.read_only)
+
+    @property
     def rotation(self) -> np.ndarray | None:
         """The orthogonal rotation applied to vectors and queries, if any."""
         return None if self._rotation is None else self._rotation.copy()
@@ -485,9 +490,19 @@ class Index:
         self._core.save(_path_bytes(path), self._metadata_json())
 
     @classmethod
-    def load(cls, path: PathLike) -> Index:
-        """Loads a saved index; CorruptIndexError names what is wrong with a bad file."""
-        core, metadata_json = _core.Index.load(_existing_file(path))
+    def load(cls, path: PathLike, mmap: bool = False) -> Index:
+        """Loads a saved index; CorruptIndexError names what is wrong with a bad file.
+
+        ``mmap=True`` reads the float32 rows (and the links and codes of an int8 index) in
+        place from a read-only mapping of the file instead of copying them: resident memory
+        is then what searches touch. The whole file is still read once to check it. Such an
+        index is read-only: add, remove and rotation changes raise ValueError. Do not replace
+        or truncate the file while it is mapped (save() to it renames a new file over it,
+        which is safe).
+        """
+        if not isinstance(mmap, bool):
+            raise ValueError(f"mmap: expected True or False, got {mmap!r}")
+        core, metadata_json = _core.Index.load(_existing_file(path), mmap)
         metadata = _parse_metadata(metadata_json)["user"]
         _check_loaded_rotation(core)
         return cls(0, _core_index=core, _metadata=metadata)
