@@ -67,6 +67,8 @@ CLIP_PERCENTILES = (0.1, 99.9)
 CODE_MAX = 255
 QUERY_MAX = 127
 COLUMN_BLOCK = 32
+# Exact scores closer than this to the 10th exact score are ties (duplicate vectors).
+TIE_TOLERANCE = 1e-9
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "quantization"
 
 
@@ -283,7 +285,7 @@ BlockScorer = Callable[[F32, F32], dict[str, F32]]
 
 @dataclass
 class ScanResult:
-    exact_ids: I64  # [q, TOP] exact float64 top ids
+    exact_ids: I64  # [q, TOP + 1] exact float64 top ids (one more to detect ties)
     exact_sims: F64
     approx_ids: dict[str, I64]  # [q, depth] approximate ranking
     mae_all: dict[str, float]
@@ -305,7 +307,7 @@ def scan(
     scores [q, chunk] per configuration name.
     """
     queries64 = queries.astype(np.float64)
-    exact = TopK.empty(queries.shape[0], TOP)
+    exact = TopK.empty(queries.shape[0], TOP + 1)
     approx: dict[str, TopK] = {}
     error_sums: dict[str, float] = {}
     pairs = 0
@@ -401,20 +403,24 @@ def float_prefix_scorer(queries: F32, dims: int, name: str, transformed: bool) -
 # --------------------------------------------------------------------------- measures
 
 
-def rerank_recall(
-    base: npt.NDArray[Any], queries: F32, candidates: I64, exact_ids: I64, depth: int
-) -> float:
-    """Recall@TOP after rescoring the first ``depth`` candidates exactly (float64)."""
+def rerank_hits(
+    base: npt.NDArray[Any], queries: F32, candidates: I64, exact_sims: F64, depth: int
+) -> npt.NDArray[np.int64]:
+    """Per query, true neighbours among the top TOP after rescoring ``depth`` candidates.
+
+    Candidates are rescored exactly (float64) and the best TOP kept; a kept id counts when its
+    exact score is at least the exact TOP-th score (less TIE_TOLERANCE), so duplicate vectors
+    that tie with the TOP-th neighbour count whichever id the ground truth happened to keep.
+    ``depth = TOP`` is recall@TOP without rerank (the rescoring only reorders).
+    """
     queries64 = queries.astype(np.float64)
-    hits = 0
+    hits = np.zeros(queries.shape[0], np.int64)
     for row in range(queries.shape[0]):
-        ids = candidates[row, :depth]
-        order = np.sort(ids)
-        vectors = np.asarray(base[order], dtype=np.float64)
-        sims = vectors @ queries64[row]
-        ranked = order[np.lexsort((order, -sims))][:TOP]
-        hits += len(np.intersect1d(ranked, exact_ids[row, :TOP]))
-    return float(hits / (queries.shape[0] * TOP))
+        order = np.sort(candidates[row, :depth])
+        sims = np.asarray(base[order], dtype=np.float64) @ queries64[row]
+        kept = np.sort(sims)[::-1][:TOP]
+        hits[row] = min(TOP, int(np.sum(kept >= exact_sims[row, TOP - 1] - TIE_TOLERANCE)))
+    return hits
 
 
 def top_pair_error(
@@ -455,22 +461,21 @@ def measure(
     queries: F32,
     result: ScanResult,
     depths: Sequence[int],
-) -> dict[str, dict[str, Any]]:
+) -> tuple[dict[str, dict[str, Any]], dict[str, F64]]:
+    """(table row per configuration, per-query recall@10 without rerank per configuration)."""
     rows: dict[str, dict[str, Any]] = {}
+    per_queries: dict[str, F64] = {}
     for name, ranking in result.approx_ids.items():
-        first = ranking[:, :TOP]
-        per_query = np.array(
-            [len(np.intersect1d(first[row], result.exact_ids[row])) for row in range(len(first))]
-        )
-        hits = int(per_query.sum())
+        per_query = rerank_hits(base, queries, ranking, result.exact_sims, TOP) / TOP
+        per_queries[name] = per_query
         recalls = {
-            depth: rerank_recall(base, queries, ranking, result.exact_ids, depth)
+            depth: float(rerank_hits(base, queries, ranking, result.exact_sims, depth).mean() / TOP)
             for depth in depths
         }
         rows[name] = {
-            "recall_at_10": hits / (len(first) * TOP),
+            "recall_at_10": float(per_query.mean()),
             # standard error of the mean over queries (per-query recall@10)
-            "recall_at_10_se": float(per_query.std(ddof=1) / TOP / np.sqrt(len(first))),
+            "recall_at_10_se": float(per_query.std(ddof=1) / np.sqrt(len(per_query))),
             "rerank_recall": {str(depth): value for depth, value in recalls.items()},
             "depth_for": {
                 str(target): smallest_depth(recalls, target) for target in RECALL_TARGETS
@@ -478,7 +483,27 @@ def measure(
         }
         if name in result.mae_all:
             rows[name]["mae_all_pairs"] = result.mae_all[name]
-    return rows
+    return rows, per_queries
+
+
+# Paired differences of recall@10 without rerank (same queries): (minuend, subtrahend).
+COMPARISONS = tuple((f"{quantizer}/int8", f"{quantizer}/f32") for quantizer in QUANTIZERS) + tuple(
+    (f"{better}/{scheme}", f"{worse}/{scheme}")
+    for scheme in SCHEMES
+    for better, worse in (("lvq", "sq8"), ("lvq", "lvq-nocenter"), ("sq8", "sq8-clip"))
+)
+
+
+def paired(per_queries: dict[str, F64]) -> dict[str, dict[str, float]]:
+    """Mean and standard error of per-query recall@10 differences (paired over queries)."""
+    out: dict[str, dict[str, float]] = {}
+    for first, second in COMPARISONS:
+        difference = per_queries[first] - per_queries[second]
+        out[f"{first} - {second}"] = {
+            "mean": float(difference.mean()),
+            "se": float(difference.std(ddof=1) / np.sqrt(len(difference))),
+        }
+    return out
 
 
 # --------------------------------------------------------------------------- PCA
@@ -502,12 +527,18 @@ def pca_rotation(base: npt.NDArray[Any], chunk: int) -> tuple[F64, F64]:
 
 
 def pick_best(rows: dict[str, dict[str, Any]], count: int) -> list[str]:
-    """Best configurations: highest recall@10 without rerank, then mean rerank recall."""
+    """Best configurations: highest recall@10 without rerank, then mean rerank recall, then
+    lowest MAE over all pairs."""
 
-    def key(name: str) -> tuple[float, float]:
+    def key(name: str) -> tuple[float, float, float]:
         row = rows[name]
         rerank = [float(value) for value in row["rerank_recall"].values()]
-        return (float(row["recall_at_10"]), sum(rerank) / len(rerank))
+        # rounded so float noise cannot break a tie; then the lower score error wins
+        return (
+            round(float(row["recall_at_10"]), 6),
+            round(sum(rerank) / len(rerank), 6),
+            -float(row.get("mae_all_pairs", 0.0)),
+        )
 
     return sorted(rows, key=key, reverse=True)[:count]
 
@@ -556,7 +587,7 @@ def prefix_study(
     )
     # Same exact full-dimension ground truth as the main pass (checked, not assumed).
     agreement = float(np.mean(result.exact_ids == exact.exact_ids))
-    rows = measure(data.base, queries, result, PREFIX_RERANK_DEPTHS)
+    rows, _ = measure(data.base, queries, result, PREFIX_RERANK_DEPTHS)
     # Both query schemes of the chosen quantizers are kept (they cost nothing extra).
     kept = dict(rows)
     explained = float(variances[:PREFIX_DIMS].sum() / variances.sum())
@@ -650,84 +681,172 @@ def prefix_table(study: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _signed(value: float) -> str:
+    return f"{0.0 if abs(value) < 0.0005 else value:+.3f}"
+
+
+def _difference(entry: dict[str, Any], first: str, second: str) -> str:
+    stats = entry["paired_recall_at_10_differences"][f"{first} - {second}"]
+    return f"{_signed(stats['mean'])} ±{stats['se']:.3f}"
+
+
 def conclusions(results: dict[str, Any]) -> list[str]:
     """Data-driven sentences: the winner, the cost of the int8 query, the rerank depth."""
+    names = list(results["datasets"])
+    entries = [results["datasets"][name] for name in names]
     sentences: list[str] = []
-    for name in results["datasets"]:
-        rows = results["datasets"][name]["rows"]
-        best = pick_best(rows, 1)[0]
-        row = rows[best]
-        r95 = _reach(row["depth_for"]["0.95"], RERANK_DEPTHS)
-        r99 = _reach(row["depth_for"]["0.99"], RERANK_DEPTHS)
-        sentences.append(
-            f"On {name} the best configuration is `{best}`: recall@10 "
-            f"{row['recall_at_10']:.3f} without rerank; 0.95 needs {r95}, 0.99 needs {r99}."
+    for name, entry in zip(names, entries):
+        rows = entry["rows"]
+        ranked = sorted(
+            QUANTIZERS, key=lambda quantizer: -rows[f"{quantizer}/int8"]["recall_at_10"]
         )
-    for name in results["datasets"]:
-        rows = results["datasets"][name]["rows"]
-        ranked = sorted(QUANTIZERS, key=lambda quantizer: rows[f"{quantizer}/f32"]["recall_at_10"])[
-            ::-1
+        order = " ≥ ".join(
+            f"{quantizer} {rows[f'{quantizer}/int8']['recall_at_10']:.3f} "
+            f"(MAE {rows[f'{quantizer}/int8']['mae_all_pairs']:.1e})"
+            for quantizer in ranked
+        )
+        sentences.append(
+            f"{name}, recall@10 without rerank with the int8 query (the kernel's scheme): "
+            f"{order}. Paired differences over the same queries (±SE): lvq - sq8 "
+            f"{_difference(entry, 'lvq/int8', 'sq8/int8')}, lvq - lvq-nocenter "
+            f"{_difference(entry, 'lvq/int8', 'lvq-nocenter/int8')}, sq8 - sq8-clip "
+            f"{_difference(entry, 'sq8/int8', 'sq8-clip/int8')}."
+        )
+    for name, entry in zip(names, entries):
+        rows = entry["rows"]
+        costs = ", ".join(
+            f"{quantizer} {_difference(entry, f'{quantizer}/int8', f'{quantizer}/f32')}"
+            for quantizer in QUANTIZERS
+        )
+        worst_after = min(
+            rows[f"{quantizer}/int8"]["rerank_recall"]["15"]
+            - rows[f"{quantizer}/f32"]["rerank_recall"]["15"]
+            for quantizer in QUANTIZERS
+        )
+        mae_ratio = [
+            rows[f"{quantizer}/int8"]["mae_all_pairs"] / rows[f"{quantizer}/f32"]["mae_all_pairs"]
+            for quantizer in QUANTIZERS
         ]
-        order = " > ".join(
-            f"{quantizer} ({rows[f'{quantizer}/f32']['recall_at_10']:.3f})" for quantizer in ranked
-        )
-        sentences.append(f"Quantizers on {name} by recall@10 with the f32 query: {order}.")
-    for name in results["datasets"]:
-        rows = results["datasets"][name]["rows"]
-        deltas = []
-        for quantizer in QUANTIZERS:
-            f32_row, int8_row = rows[f"{quantizer}/f32"], rows[f"{quantizer}/int8"]
-            top = int8_row["recall_at_10"] - f32_row["recall_at_10"]
-            at20 = int8_row["rerank_recall"]["20"] - f32_row["rerank_recall"]["20"]
-            deltas.append(f"{quantizer} {top:+.3f} / {at20:+.3f}")
         sentences.append(
-            f"Quantizing the query (int8 minus f32) on {name}, recall@10 without rerank / "
-            f"at R=20: {'; '.join(deltas)}."
+            f"{name}, cost of quantizing the query (int8 - f32 recall@10 without rerank): "
+            f"{costs}; at R=15 it loses at most {max(0.0, -worst_after):.3f}; the int8 query "
+            f"multiplies the score MAE by {min(mae_ratio):.1f}-{max(mae_ratio):.1f}."
         )
+    best_int8 = [
+        pick_best({k: v for k, v in e["rows"].items() if k.endswith("/int8")}, 1)[0]
+        for e in entries
+    ]
+    for name, entry, best in zip(names, entries, best_int8):
+        row = entry["rows"][best]
+        every = [entry["rows"][key] for key in entry["rows"]]
+        worst95 = _worst_depth(every, "0.95")
+        worst99 = _worst_depth(every, "0.99")
+        sentences.append(
+            f"{name}, rerank depth without graph error: `{best}` reaches 0.95 at "
+            f"{_reach(row['depth_for']['0.95'], RERANK_DEPTHS)} and 0.99 at "
+            f"{_reach(row['depth_for']['0.99'], RERANK_DEPTHS)}; over all eight configurations "
+            f"0.95 needs at most {worst95} and 0.99 at most {worst99}; the worst configuration "
+            f"at R=20 has recall {min(r['rerank_recall']['20'] for r in every):.4f}."
+        )
+    winners = {best.split("/")[0] for best in best_int8}
+    if len(winners) == 1:
+        sentences.insert(0, _decision(winners.pop(), names, entries))
     study = results.get("prefix_study")
     if study:
         sentences += _prefix_conclusions(study)
     return sentences
 
 
+def _decision(winner: str, names: Sequence[str], entries: Sequence[dict[str, Any]]) -> str:
+    """The headline: the quantizer whose int8-query configuration is best everywhere."""
+    recalls = [entry["rows"][f"{winner}/int8"]["recall_at_10"] for entry in entries]
+    errors = [entry["rows"][f"{winner}/int8"]["mae_all_pairs"] for entry in entries]
+    lowest = all(
+        entry["rows"][f"{winner}/int8"]["mae_all_pairs"]
+        <= min(entry["rows"][f"{q}/int8"]["mae_all_pairs"] for q in QUANTIZERS)
+        for entry in entries
+    )
+    key = f"{winner}/int8 - {winner}/f32"
+    cost = max(-entry["paired_recall_at_10_differences"][key]["mean"] for entry in entries)
+    after = max(
+        entry["rows"][f"{winner}/f32"]["rerank_recall"]["15"]
+        - entry["rows"][f"{winner}/int8"]["rerank_recall"]["15"]
+        for entry in entries
+    )
+    ties = []
+    for name, entry in zip(names, entries):
+        close = [
+            other
+            for other in QUANTIZERS
+            if (
+                stats := entry["paired_recall_at_10_differences"].get(
+                    f"{winner}/int8 - {other}/int8"
+                )
+            )
+            and stats["mean"] < 2 * stats["se"]
+        ]
+        if close:
+            ties.append(f"on {name} its recall lead over {', '.join(close)} is under 2 SE")
+    return (
+        f"**Decision: `{winner}` codes with the int8 query.** It is the best int8-query "
+        f"configuration on {' and '.join(names)} (recall@10 without rerank "
+        + " / ".join(f"{value:.3f}" for value in recalls)
+        + ", score MAE "
+        + " / ".join(f"{value:.1e}" for value in errors)
+        + (", the lowest of the int8 rows" if lowest else "")
+        + (f"; {'; '.join(ties)}, so there the lower MAE decides" if ties else "")
+        + f"); quantizing the query costs at most {max(0.0, cost):.3f} recall@10 before rerank "
+        f"and at most {max(0.0, after):.3f} after a rerank of R=15."
+    )
+
+
+def _worst_depth(rows: Sequence[dict[str, Any]], target: str) -> str:
+    depths = [row["depth_for"][target] for row in rows]
+    if any(depth is None for depth in depths):
+        return f"more than R={max(RERANK_DEPTHS)}"
+    return f"R={max(depths)}"
+
+
 def _prefix_conclusions(study: dict[str, Any]) -> list[str]:
     rows = study["rows"]
     quantized = [name for name in rows if not name.startswith("float-prefix/")]
-    best = max(quantized, key=lambda name: rows[name]["rerank_recall"]["40"])
-    control = rows["float-prefix/pca"]["rerank_recall"]
-    row = rows[best]
-    gap = max(control[key] - row["rerank_recall"][key] for key in control)
+    control = rows["float-prefix/pca"]
+    raw = rows["float-prefix/raw"]
+    gap = max(
+        control["rerank_recall"][key] - rows[name]["rerank_recall"][key]
+        for name in quantized
+        for key in control["rerank_recall"]
+    )
     cause = (
         "so truncation, not quantization, sets the rerank depth"
-        if gap < 0.01
+        if gap < 0.005
         else f"so quantization costs up to {gap:.3f} recall on top of truncation"
     )
-    sentences = [
-        f"PCA prefix ({PREFIX_DIMS} of 384 dims, {study['variance_explained_by_prefix']:.1%} "
-        f"of the variance): the best quantized prefix is `{best}` (after rerank: "
-        + ", ".join(f"R={key} {value:.3f}" for key, value in row["rerank_recall"].items())
-        + f"; 0.95 needs {_reach(row['depth_for']['0.95'], PREFIX_RERANK_DEPTHS)}, 0.99 needs "
-        f"{_reach(row['depth_for']['0.99'], PREFIX_RERANK_DEPTHS)}); the unquantized PCA "
-        "prefix reaches "
-        + ", ".join(f"R={key} {value:.3f}" for key, value in control.items())
-        + f", {cause}. Without the rotation the raw {PREFIX_DIMS}-dim prefix reaches only "
-        f"{rows['float-prefix/raw']['rerank_recall']['160']:.3f} at R=160."
+    pairs = [
+        (rows[f"{label}@full"], rows[f"{label}@prefix"])
+        for label in sorted({name.split("@")[0] for name in quantized})
+        if f"{label}@full" in rows and f"{label}@prefix" in rows
     ]
-    labels = sorted({name.split("@")[0] for name in quantized})
-    for configuration in labels:
-        full, prefix = rows.get(f"{configuration}@full"), rows.get(f"{configuration}@prefix")
-        if full is None or prefix is None:
-            continue
-        difference = ", ".join(
-            f"R={key} {prefix['rerank_recall'][key] - full['rerank_recall'][key]:+.3f}"
+    mode_gap = max(
+        [abs(full["recall_at_10"] - prefix["recall_at_10"]) for full, prefix in pairs]
+        + [
+            abs(full["rerank_recall"][key] - prefix["rerank_recall"][key])
+            for full, prefix in pairs
             for key in full["rerank_recall"]
-        )
-        sentences.append(
-            f"`{configuration}` with lo/step from the prefix instead of the whole vector "
-            f"(prefix minus full): recall@10 "
-            f"{prefix['recall_at_10'] - full['recall_at_10']:+.3f}, {difference}."
-        )
-    return sentences
+        ]
+    )
+    return [
+        f"PCA prefix ({PREFIX_DIMS} of 384 dims, {study['variance_explained_by_prefix']:.1%} "
+        "of the variance): the unquantized rotated prefix, reranked on the full vector, reaches "
+        + ", ".join(f"R={k} {control['rerank_recall'][str(k)]:.3f}" for k in PREFIX_RERANK_DEPTHS)
+        + f" (0.95 at {_reach(control['depth_for']['0.95'], PREFIX_RERANK_DEPTHS)}, 0.99 at "
+        f"{_reach(control['depth_for']['0.99'], PREFIX_RERANK_DEPTHS)}); every quantized "
+        f"variant stays within {gap:.3f} of it at every R, {cause}. LVQ codes with lo/step "
+        f"from the prefix or from the whole vector differ by at most {mode_gap:.3f}. The "
+        f"rotation matters: the raw first {PREFIX_DIMS} dims need "
+        f"{_reach(raw['depth_for']['0.95'], PREFIX_RERANK_DEPTHS)} for 0.95 and "
+        f"{_reach(raw['depth_for']['0.99'], PREFIX_RERANK_DEPTHS)} for 0.99."
+    ]
 
 
 def write_report(results: dict[str, Any], out: Path) -> None:
@@ -737,11 +856,13 @@ def write_report(results: dict[str, Any], out: Path) -> None:
     lines = [
         "# int8 scalar quantization: code fidelity study",
         "",
-        f"Produced by `{meta['command']}` (commit {meta['commit']}, numpy {meta['numpy']}, "
-        f"{meta['elapsed_seconds']:.0f} s).",
+        f"Produced by `{meta['command']}` from the repository root (HEAD {meta['commit']} at "
+        f"run time, numpy {meta['numpy']}, {meta['elapsed_seconds']:.0f} s).",
         "",
         f"Brute force, no graph: the first {meta['queries']} queries of each data set against "
-        "the whole base, inner product on unit vectors. Ground truth: exact float64 top 10. "
+        "the whole base, inner product on unit vectors. Ground truth: exact float64 top 10; a "
+        "returned id whose exact score ties the 10th within 1e-9 (duplicate vectors) counts as "
+        "a hit. "
         "`recall@10` is the approximate top 10 without rerank; `R=n` is recall@10 after "
         "rescoring the approximate top n exactly (what the f32 rerank sees when graph search "
         "is perfect). MAE: mean |approximate score - exact dot| over all query x base pairs "
@@ -754,7 +875,12 @@ def write_report(results: dict[str, Any], out: Path) -> None:
     ]
     for name in results["datasets"]:
         entry = results["datasets"][name]
-        lines += main_table(f"{name} ({entry['n_base']:,} x {entry['dim']})", entry["rows"])
+        title = (
+            f"{name} ({entry['n_base']:,} x {entry['dim']}; "
+            f"{entry['queries_with_exact_tie_at_10']} of {meta['queries']} queries have an "
+            f"exact tie at rank 10; {len(entry['near_constant_dims'])} near-constant dims)"
+        )
+        lines += main_table(title, entry["rows"])
         lines.append("")
     study = results.get("prefix_study")
     if study:
@@ -810,21 +936,30 @@ def study_dataset(
         quantizers.append(train(name, data.base, chunk))
     scorers = [quantizer_scorer(quantizer, queries) for quantizer in quantizers]
     result = scan(data.base, queries, scorers, max(RERANK_DEPTHS), chunk, label=data.name)
-    rows = measure(data.base, queries, result, RERANK_DEPTHS)
+    rows, per_queries = measure(data.base, queries, result, RERANK_DEPTHS)
     for quantizer in quantizers:
         for name, error in top_pair_error(
             data.base, queries, quantizer, result.exact_ids, result.exact_sims
         ).items():
             rows[name]["mae_top_pairs"] = error
     stored = np.asarray(data.gt_ids[: queries.shape[0], :TOP], dtype=np.int64)
+    peak = np.zeros(data.dim, np.float32)
+    for block in iter_chunks(data.base, chunk, _identity):
+        peak = np.maximum(peak, np.abs(block).max(axis=0))
     entry = {
         "n_base": data.n_base,
         "dim": data.dim,
         "directory": str(data.directory),
         "ground_truth_agreement_with_stored_float32": sum(
-            len(np.intersect1d(stored[row], result.exact_ids[row])) for row in range(len(stored))
+            len(np.intersect1d(stored[row], result.exact_ids[row, :TOP]))
+            for row in range(len(stored))
         )
         / stored.size,
+        "queries_with_exact_tie_at_10": int(
+            np.sum(result.exact_sims[:, TOP] >= result.exact_sims[:, TOP - 1] - TIE_TOLERANCE)
+        ),
+        # dims with max |x| < 1e-6 over the base (sq8 gives them a vanishing step)
+        "near_constant_dims": [int(dim) for dim in np.where(peak < 1e-6)[0]],
         "quantizer_params": {
             quantizer.name: {
                 "m_range": [float(quantizer.m.min()), float(quantizer.m.max())],
@@ -833,6 +968,7 @@ def study_dataset(
             for quantizer in quantizers
         },
         "rows": rows,
+        "paired_recall_at_10_differences": paired(per_queries),
     }
     return entry, result
 
@@ -851,7 +987,16 @@ def run(argv: Sequence[str] | None = None) -> int:
         default=list(DATASET_NAMES),
         help="data sets to study (default: both)",
     )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite table.md from the results.json in --out (no measuring)",
+    )
     args = parser.parse_args(argv)
+    if args.report_only:
+        write_report(json.loads((args.out / "results.json").read_text()), args.out)
+        print(f"rewrote {args.out / 'table.md'}", flush=True)
+        return 0
     arguments = list(sys.argv[1:] if argv is None else argv)
     cache_dir = args.cache_dir or datasets.default_cache_dir()
     started = time.perf_counter()
