@@ -145,10 +145,14 @@ struct CodeDotSpace : CodeSpaceBase<DotSpace> {
 };
 
 // Cosine and ip on the codes of a prefix: 1 - cos over the first `width` dims, with the exact
-// prefix norm of the row (PrefixDotSpace's table, or computed when the width has none).
+// prefix norm of the row: from the code header for the index's own prefix (no second cache
+// miss), else computed from the row.
 struct CodePrefixDotSpace : CodeSpaceBase<PrefixDotSpace> {
+  bool norm_in_header;
   float query(NodeId node) const {
-    return 1.0f - estimated_dot(node, header(node)) * exact.query_inv_norm * exact.inv_norm(node);
+    const quant::CodeHeader h = header(node);
+    const float inv_norm = norm_in_header ? h.norm : exact.inv_norm(node);
+    return 1.0f - estimated_dot(node, h) * exact.query_inv_norm * inv_norm;
   }
 };
 
@@ -156,7 +160,7 @@ struct CodePrefixDotSpace : CodeSpaceBase<PrefixDotSpace> {
 struct CodeL2Space : CodeSpaceBase<L2Space> {
   float query(NodeId node) const {
     const quant::CodeHeader h = header(node);
-    return h.squared_norm - 2.0f * estimated_dot(node, h) + code_query->squared_norm;
+    return h.norm - 2.0f * estimated_dot(node, h) + code_query->squared_norm;
   }
 };
 
@@ -367,8 +371,9 @@ void Index::with_space(const float* query, std::size_t width, bool on_codes,
     } else if (width == 0) {
       visit(CodeDotSpace{code_space(DotSpace{rows, dim, kernels_.dot, query})});
     } else {
-      visit(CodePrefixDotSpace{code_space(
-          PrefixDotSpace{rows, dim, width, kernels_.dot, table, query, query_inv_norm})});
+      visit(CodePrefixDotSpace{
+          code_space(PrefixDotSpace{rows, dim, width, kernels_.dot, table, query, query_inv_norm}),
+          width == code_norm_prefix()});
     }
     return;
   }
@@ -497,7 +502,7 @@ bool Index::add(const float* rows, std::size_t n, const std::int64_t* ids, std::
       if (quantized()) {
         std::uint8_t* payload = graph_.payload(node);
         quant::CodeHeader header;
-        quantizer_.encode(buffer, header, payload + sizeof(header));
+        quantizer_.encode(buffer, code_norm_prefix(), header, payload + sizeof(header));
         std::memcpy(payload, &header, sizeof(header));
       }
       if (params_.prefix_dim != 0 && params_.metric != Metric::l2) {

@@ -98,6 +98,10 @@ class Index {
   static std::unique_ptr<Index> load(const std::string& path, std::string& metadata,
                                      bool mapped = false);
   bool read_only() const { return mapping_ != nullptr; }
+  // The prefix whose inverse norm int8 code headers carry (0: they carry |x|^2).
+  std::size_t code_norm_prefix() const {
+    return params_.metric == Metric::l2 ? 0 : params_.prefix_dim;
+  }
   static std::unique_ptr<Index> from_bytes(const std::string& bytes, std::string& metadata);
 
   // Opaque extra payload kept with the index (the Python layer's rotation matrix).

@@ -820,7 +820,8 @@ class IndexSerializer {
       std::vector<std::uint8_t> expected(index->quantizer_.payload_bytes());
       for (std::size_t node = 0; node < nodes; ++node) {
         quant::CodeHeader header;
-        index->quantizer_.encode(rows + node * dim, header, expected.data() + sizeof(header));
+        index->quantizer_.encode(rows + node * dim, index->code_norm_prefix(), header,
+                                 expected.data() + sizeof(header));
         std::memcpy(expected.data(), &header, sizeof(header));
         if (std::memcmp(expected.data(), graph.payload(static_cast<NodeId>(node)),
                         expected.size()) != 0) {

@@ -40,8 +40,11 @@ void Int8Quantizer::finish_training() {
       offset_[j] = static_cast<float>(sum_[j] / static_cast<double>(observed_));
     } else {
       offset_[j] = min_[j];
+      // A (near) constant dimension gets scale 1: its codes are all 0 and a tiny scale would
+      // only push the query's w_j towards denormals.
+      constexpr float kConstantRange = 1e-12f;
       const float range = max_[j] - min_[j];
-      scale_[j] = range > 0.0f ? range / kCodeLevels : 1.0f;
+      scale_[j] = range > kConstantRange ? range / kCodeLevels : 1.0f;
     }
   }
   sum_ = {};
@@ -54,10 +57,16 @@ void Int8Quantizer::set_parameters(std::vector<float> offset, std::vector<float>
   scale_ = std::move(scale);
 }
 
-void Int8Quantizer::encode(const float* row, CodeHeader& header, std::uint8_t* code) const {
+void Int8Quantizer::encode(const float* row, std::size_t prefix, CodeHeader& header,
+                           std::uint8_t* code) const {
   double squared = 0.0;
-  for (std::size_t j = 0; j < dim_; ++j) squared += static_cast<double>(row[j]) * row[j];
-  header.squared_norm = static_cast<float>(squared);
+  const std::size_t norm_width = prefix > 0 ? prefix : dim_;
+  for (std::size_t j = 0; j < norm_width; ++j) squared += static_cast<double>(row[j]) * row[j];
+  if (prefix == 0) {
+    header.norm = static_cast<float>(squared);
+  } else {
+    header.norm = squared > 0.0 ? static_cast<float>(1.0 / std::sqrt(squared)) : 0.0f;
+  }
   if (mode_ == Int8Mode::per_dimension) {
     header.lo = 0.0f;
     header.step = 1.0f;

@@ -22,7 +22,9 @@ enum class Int8Mode : std::uint32_t { per_vector = 1, per_dimension = 2 };
 struct CodeHeader {
   float lo;
   float step;
-  float squared_norm;  // |x|^2 of the f32 row (l2 distances)
+  // From the f32 row: 1/|x[:prefix]| when encoded with a prefix width (prefix cosine/ip
+  // traversal reads it here instead of from a separate table), else |x|^2 (l2 distances).
+  float norm;
 };
 
 // A query prepared for code distances over its first `width` dims.
@@ -53,7 +55,8 @@ class Int8Quantizer {
 
   // Bytes of one node's payload: CodeHeader then `dim` code bytes.
   std::size_t payload_bytes() const { return sizeof(CodeHeader) + dim_; }
-  void encode(const float* row, CodeHeader& header, std::uint8_t* code) const;
+  // `prefix` > 0: the header carries 1/|row[:prefix]|, else |row|^2.
+  void encode(const float* row, std::size_t prefix, CodeHeader& header, std::uint8_t* code) const;
   void prepare_query(const float* query, std::size_t width, CodeQuery& out) const;
 
  private:
