@@ -178,6 +178,10 @@ Metric parse_metric(const std::string& name) {
   throw InvalidArgument("metric: expected 'cosine', 'ip' or 'l2', got '" + name + "'");
 }
 
+std::size_t code_dims(const IndexParams& params) {
+  return params.prefix_dim != 0 ? params.prefix_dim : params.dim;
+}
+
 Quantization parse_quantization(const std::string& name) {
   if (name.empty() || name == "none") return Quantization::none;
   if (name == "int8") return Quantization::int8;
@@ -229,9 +233,9 @@ Index::Index(const IndexParams& params)
       store_(params_.dim),
       graph_(params_.M, params_.ef_construction,
              params_.quantization == Quantization::int8
-                 ? quant::Int8Quantizer(params_.dim, params_.int8_mode).payload_bytes()
+                 ? quant::Int8Quantizer(code_dims(params_), params_.int8_mode).payload_bytes()
                  : 0),
-      quantizer_(params_.dim, params_.int8_mode) {}
+      quantizer_(code_dims(params_), params_.int8_mode) {}
 
 std::size_t Index::default_rerank(bool prefix, std::size_t k, std::size_t ef) {
   constexpr std::size_t kInt8RerankFactor = 4;
@@ -354,7 +358,10 @@ void Index::with_space(const float* query, std::size_t width, bool on_codes,
       width != 0 && width == params_.prefix_dim ? prefix_inv_norms_.data() : nullptr;
   const float query_inv_norm = width != 0 && !l2 ? inverse_norm(kernels_, query, width) : 1.0f;
 
-  if (on_codes) {
+  // Codes cover the first code_dims dims (all of them, or the index's prefix): a traversal
+  // wider than that runs on the f32 rows.
+  const std::size_t coded = code_dims(params_);
+  if (on_codes && (width == 0 ? coded == dim : width <= coded)) {
     quantizer_.prepare_query(query, width == 0 ? dim : width, codes);
     const auto code_space = [&](auto exact) {
       using Exact = decltype(exact);

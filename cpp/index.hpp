@@ -28,6 +28,10 @@ const char* metric_name(Metric metric);
 enum class Quantization : std::uint32_t { none = 0, int8 = 1 };
 
 Quantization parse_quantization(const std::string& name);
+
+struct IndexParams;
+// Dims an int8 code covers: the prefix the graph is built on, else all of them.
+std::size_t code_dims(const IndexParams& params);
 const char* quantization_name(Quantization quantization);
 
 struct IndexParams {

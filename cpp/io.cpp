@@ -190,10 +190,15 @@ FileHeader decode_header(const unsigned char* in, std::size_t file_bytes) {
 
 bool int8_codes(const FileHeader& h) { return (h.flags & kFlagInt8) != 0; }
 
+// Dims a code covers: the prefix the graph is built on, else all (index.hpp code_dims).
+std::uint64_t coded_dims(const FileHeader& h) { return h.prefix_dim != 0 ? h.prefix_dim : h.dim; }
+
 // Bytes of one level-0 block: the graph's layout for this M and payload.
 std::uint64_t level0_block_bytes(const FileHeader& h) {
   const std::size_t payload =
-      int8_codes(h) ? quant::Int8Quantizer(h.dim, quant::Int8Mode::per_vector).payload_bytes() : 0;
+      int8_codes(h)
+          ? quant::Int8Quantizer(coded_dims(h), quant::Int8Mode::per_vector).payload_bytes()
+          : 0;
   return graph::HnswGraph(h.M, 1, payload).level0_stride() * sizeof(std::uint32_t);
 }
 
@@ -206,7 +211,7 @@ std::uint64_t level0_padding(const FileHeader& h) {
 }
 
 // The quantizer's offset and scale, f32[dim] each (v2).
-std::uint64_t quantizer_bytes(const FileHeader& h) { return int8_codes(h) ? 8 * h.dim : 0; }
+std::uint64_t quantizer_bytes(const FileHeader& h) { return int8_codes(h) ? 8 * coded_dims(h) : 0; }
 
 std::uint64_t fixed_payload_bytes(const FileHeader& h) {
   const std::uint64_t n = h.node_count;
@@ -646,8 +651,8 @@ class IndexSerializer {
     }
     out.write(index.rotation_.data(), index.rotation_.size() * sizeof(float));
     if (index.quantized()) {
-      out.write(index.quantizer_.offset().data(), h.dim * sizeof(float));
-      out.write(index.quantizer_.scale().data(), h.dim * sizeof(float));
+      out.write(index.quantizer_.offset().data(), coded_dims(h) * sizeof(float));
+      out.write(index.quantizer_.scale().data(), coded_dims(h) * sizeof(float));
     }
     out.write_crc();
   }
@@ -802,13 +807,14 @@ class IndexSerializer {
       if (!std::isfinite(value)) corrupt("rotation contains NaN or inf");
     }
     if (int8_codes(h)) {
-      std::vector<float> quantizer_offset(dim);
-      std::vector<float> quantizer_scale(dim);
-      copy_bytes(quantizer_offset.data(), in + offset, dim * sizeof(float));
-      offset += dim * sizeof(float);
-      copy_bytes(quantizer_scale.data(), in + offset, dim * sizeof(float));
-      offset += dim * sizeof(float);
-      for (std::size_t j = 0; j < dim; ++j) {
+      const std::size_t coded = coded_dims(h);
+      std::vector<float> quantizer_offset(coded);
+      std::vector<float> quantizer_scale(coded);
+      copy_bytes(quantizer_offset.data(), in + offset, coded * sizeof(float));
+      offset += coded * sizeof(float);
+      copy_bytes(quantizer_scale.data(), in + offset, coded * sizeof(float));
+      offset += coded * sizeof(float);
+      for (std::size_t j = 0; j < coded; ++j) {
         if (!std::isfinite(quantizer_offset[j]) || !std::isfinite(quantizer_scale[j]) ||
             !(quantizer_scale[j] > 0.0f)) {
           corrupt("int8 quantizer parameters are not finite and positive");

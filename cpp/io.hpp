@@ -11,10 +11,11 @@
 //   payload             vectors f32[nodes*dim], labels i64[nodes], deleted u8[nodes],
 //                       levels u8[nodes], [v2: zero padding to a 64-byte offset],
 //                       level-0 blocks u32[nodes*stride] (v1: stride 1+2M = count and links;
-//                       v2: count, links, then the node's int8 payload: lo, step, |x|^2 as
-//                       f32 and dim code bytes, padded to whole 64-byte lines),
+//                       v2: count, links, then the node's int8 payload: lo, step and a norm
+//                       as f32, then one code byte per coded dim (prefix_dim if set, else
+//                       dim), padded to whole 64-byte lines),
 //                       upper links u32[sum(level)*(1+M)], rotation f32[rotation_floats],
-//                       [v2: quantizer offset f32[dim], scale f32[dim]]
+//                       [v2: quantizer offset and scale, f32[coded dims] each]
 //   trailer             CRC-32 of every byte before it
 //
 // Load checks sizes, both CRCs and then every field, link and invariant the index relies on

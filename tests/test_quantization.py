@@ -217,3 +217,30 @@ def test_mmap_load_of_missing_truncated_and_golden_files(tmp_path: Path) -> None
     mapped, copied = matry.Index.load(golden, mmap=True), matry.Index.load(golden)
     assert len(mapped) == len(copied)
     np.testing.assert_array_equal(mapped.get(mapped.ids()), copied.get(copied.ids()))
+
+
+def test_prefix_codes_cover_only_the_prefix_and_other_widths_still_search(
+    clustered: tuple[np.ndarray, np.ndarray],
+) -> None:
+    vectors, queries = clustered
+    truth, _ = exact_top_k("cosine", queries, vectors, np.arange(len(vectors)), 10)
+    full = matry.Index(DIM, "cosine", quantization="int8")
+    prefix = matry.Index(DIM, "cosine", quantization="int8", prefix_dim=16)
+    full.add(vectors)
+    prefix.add(vectors)
+    # Codes of 64 dims instead of 256: the level-0 blocks shrink by whole cache lines.
+    rows = np.random.default_rng(0).standard_normal((2000, 256)).astype(np.float32)
+    small = {
+        width: matry.Index(256, "cosine", quantization="int8", prefix_dim=width)
+        for width in (None, 64)
+    }
+    for ix in small.values():
+        ix.add(rows)
+    assert small[64].memory_bytes < small[None].memory_bytes - 2000 * 150
+    f32_prefix = matry.Index(DIM, "cosine", prefix_dim=16)
+    f32_prefix.add(vectors)
+    for width in (None, 8, 16, DIM):  # index prefix, narrower (codes), wider (f32 rows)
+        found, distances = prefix.search(queries, k=10, ef=96, prefix_dim=width)
+        reference, _ = f32_prefix.search(queries, k=10, ef=96, prefix_dim=width)
+        assert recall_at_k(found, truth) >= recall_at_k(reference, truth) - 0.02, width
+        assert (np.diff(distances, axis=1) >= 0).all()
