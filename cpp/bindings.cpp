@@ -362,6 +362,7 @@ PYBIND11_MODULE(_core, m) {
             ix.restore(ids.data(), n);
           },
           py::arg("ids"))
+      .def("reorder", &Index::reorder, py::call_guard<py::gil_scoped_release>())
       .def("contains", &Index::contains, py::arg("id"), py::call_guard<py::gil_scoped_release>())
       .def(
           "get",

@@ -651,6 +651,45 @@ void Index::exact_search(const float* queries, std::size_t n, std::size_t k,
   });
 }
 
+void Index::reorder() {
+  refuse_if_read_only();
+  std::lock_guard<std::mutex> writer(writer_mutex_);
+  auto lock = write_lock();
+  std::vector<NodeId> order = graph_.breadth_first_order();
+  std::vector<NodeId> new_of(order.size());
+  for (std::size_t i = 0; i < order.size(); ++i) new_of[order[i]] = static_cast<NodeId>(i);
+  // The store's invariant: of the nodes sharing a label (replaced or re-added ids), the latest
+  // is the one the label names. Keep their relative order: hand their new slots out by age.
+  std::unordered_map<std::int64_t, std::vector<NodeId>> shared;
+  {
+    std::unordered_map<std::int64_t, NodeId> first_node;
+    for (NodeId node = 0; node < order.size(); ++node) {
+      const auto [slot, fresh] = first_node.try_emplace(store_.label(node), node);
+      if (!fresh) {
+        std::vector<NodeId>& group = shared[store_.label(node)];
+        if (group.empty()) group.push_back(slot->second);
+        group.push_back(node);
+      }
+    }
+  }
+  for (auto& [label, group] : shared) {
+    std::vector<NodeId> slots;
+    for (NodeId old : group) slots.push_back(new_of[old]);
+    std::sort(slots.begin(), slots.end());  // `group` is already in ascending old id
+    for (std::size_t j = 0; j < group.size(); ++j) {
+      order[slots[j]] = group[j];
+      new_of[group[j]] = slots[j];
+    }
+  }
+  store_.permute(order);
+  graph_.permute(order, new_of);
+  if (!prefix_inv_norms_.empty()) {
+    std::vector<float> norms(order.size());
+    for (std::size_t i = 0; i < order.size(); ++i) norms[i] = prefix_inv_norms_[order[i]];
+    prefix_inv_norms_ = std::move(norms);
+  }
+}
+
 void Index::remove(const std::int64_t* ids, std::size_t n) {
   refuse_if_read_only();
   std::lock_guard<std::mutex> writer(writer_mutex_);

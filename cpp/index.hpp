@@ -88,6 +88,10 @@ class Index {
   void exact_search(const float* queries, std::size_t n, std::size_t k, std::size_t num_threads,
                     std::int64_t* out_ids, float* out_distances) const;
 
+  // Renumbers nodes in breadth-first order of the bottom layer (ids, vectors and results are
+  // unchanged): graph neighbours then sit near each other in memory.
+  void reorder();
+
   void remove(const std::int64_t* ids, std::size_t n);
   void restore(const std::int64_t* ids, std::size_t n);  // undo remove (hnswlib unmark_deleted)
   bool contains(std::int64_t id) const;

@@ -69,6 +69,22 @@ void VectorStore::restore(std::vector<std::int64_t> labels, std::vector<std::uin
   next_label_ = next_label;
 }
 
+void VectorStore::permute(const std::vector<NodeId>& order) {
+  const std::size_t n = labels_.size();
+  AlignedBuffer<float> rows;
+  rows.grow(std::max<std::size_t>(vectors_.capacity(), dim_), 0);
+  std::vector<std::int64_t> labels(n);
+  std::vector<std::uint8_t> deleted(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    std::memcpy(rows.data() + i * dim_, row(order[i]), dim_ * sizeof(float));
+    labels[i] = labels_[order[i]];
+    deleted[i] = deleted_[order[i]];
+  }
+  vectors_ = std::move(rows);
+  const std::uint64_t next = next_label_;
+  restore(std::move(labels), std::move(deleted), next);
+}
+
 std::size_t VectorStore::memory_bytes() const {
   // unordered_map: one heap node (key, value, next pointer, cached hash) plus a bucket pointer.
   const std::size_t map_bytes = node_of_label_.size() * (sizeof(void*) * 2 + 16) +

@@ -64,6 +64,8 @@ class VectorStore {
   void restore(std::vector<std::int64_t> labels, std::vector<std::uint8_t> deleted,
                std::uint64_t next_label);
   float* reserve_rows_for_restore(std::size_t node_count);
+  // Renumbers nodes: new node i is old node order[i] (a permutation of every node).
+  void permute(const std::vector<NodeId>& order);
   // Rows read in place from a file mapping (Index::load with mmap); see AlignedBuffer::view.
   void view_rows(const float* rows, std::size_t node_count) {
     vectors_.view(rows, node_count * dim_);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 namespace matry::graph {
 namespace {
@@ -56,6 +57,55 @@ NodeId HnswGraph::append_node(int level) {
   }
   ++node_count_;
   return node;
+}
+
+std::vector<NodeId> HnswGraph::breadth_first_order() const {
+  std::vector<NodeId> order;
+  order.reserve(node_count_);
+  std::vector<bool> placed(node_count_, false);
+  const auto visit_from = [&](NodeId start) {
+    placed[start] = true;
+    order.push_back(start);
+    for (std::size_t next = order.size() - 1; next < order.size(); ++next) {
+      const std::uint32_t* row = level0_row(order[next]);
+      for (std::uint32_t i = 1; i <= row[0]; ++i) {
+        if (!placed[row[i]]) {
+          placed[row[i]] = true;
+          order.push_back(row[i]);
+        }
+      }
+    }
+  };
+  if (node_count_ > 0) visit_from(entry_point_);
+  for (NodeId node = 0; node < node_count_; ++node) {
+    if (!placed[node]) visit_from(node);
+  }
+  return order;
+}
+
+void HnswGraph::permute(const std::vector<NodeId>& order, const std::vector<NodeId>& new_of) {
+  const std::size_t words = level0_stride();
+  AlignedBuffer<std::uint32_t> level0;
+  level0.grow(std::max(level0_.capacity(), words), 0);
+  std::vector<std::unique_ptr<std::uint32_t[]>> upper(node_count_);
+  std::vector<std::uint8_t> levels(node_count_);
+  for (std::size_t i = 0; i < node_count_; ++i) {
+    const NodeId old = order[i];
+    std::uint32_t* row = level0.data() + i * words;
+    std::memcpy(row, level0_row(old), words * sizeof(std::uint32_t));
+    for (std::uint32_t j = 1; j <= row[0]; ++j) row[j] = new_of[row[j]];
+    levels[i] = levels_[old];
+    upper[i] = std::move(upper_[old]);
+    for (int level = 1; level <= levels[i]; ++level) {
+      std::uint32_t* links_row =
+          upper[i].get() + static_cast<std::size_t>(level - 1) * upper_stride();
+      for (std::uint32_t j = 1; j <= links_row[0]; ++j) links_row[j] = new_of[links_row[j]];
+    }
+  }
+  level0_ = std::move(level0);
+  upper_ = std::move(upper);
+  levels_ = std::move(levels);
+  if (max_level_ >= 0) entry_point_ = new_of[entry_point_];
 }
 
 void HnswGraph::restore_viewing_level0(const std::uint32_t* level0, const std::uint8_t* levels,

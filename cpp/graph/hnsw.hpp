@@ -55,6 +55,12 @@ class HnswGraph {
   void reserve(std::size_t capacity);
   // Appends an unlinked node at `level`; not thread-safe, call before the parallel insert.
   NodeId append_node(int level);
+  // Renumbers nodes: new node i is old node order[i]; new_of is the inverse permutation.
+  // Links are rewritten, payloads move with their blocks. Not thread-safe.
+  void permute(const std::vector<NodeId>& order, const std::vector<NodeId>& new_of);
+  // Breadth-first order of layer 0 from the entry point (nodes it cannot reach last, in id
+  // order): neighbours get nearby ids, so their blocks share pages and cache sets.
+  std::vector<NodeId> breadth_first_order() const;
   // Nodes of a file mapped read-only: level-0 blocks read in place, upper rows allocated
   // (zeroed) for the caller to fill.
   void restore_viewing_level0(const std::uint32_t* level0, const std::uint8_t* levels,

@@ -441,6 +441,15 @@ class Index:
         k = _positive_int(k, "k")
         return self._core.exact_search(self._rotate(rows), k, _threads(num_threads))
 
+    def reorder(self) -> None:
+        """Renumbers the stored nodes in breadth-first order of the graph's bottom layer.
+
+        Ids, vectors and search results stay the same; graph neighbours end up next to each
+        other in memory, which makes searches touch fewer pages. Worth calling once after a
+        large build (it briefly holds a second copy of the vectors and links).
+        """
+        self._core.reorder()
+
     def remove(self, ids: ArrayLike) -> None:
         """Removes ids (KeyError for an unknown one; nothing changes then)."""
         id_array = _as_ids(ids)
