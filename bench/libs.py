@@ -213,6 +213,8 @@ class MatryAdapter(LibraryAdapter):
             self.index.add(rows, ids=np.arange(start, start + len(rows)), num_threads=threads)
             if progress:
                 progress(len(rows))
+        if hasattr(self.index, "reorder"):
+            self.index.reorder()  # the documented step after a large build; counted in build s
         self.count = len(data)
         self.build_threads_used = threads
 

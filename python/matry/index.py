@@ -407,7 +407,8 @@ class Index:
             and (ef is None or (type(ef) is int and ef > 0))
             and prefix_dim is None
             and rerank is None
-            and num_threads == 0
+            and type(num_threads) is int
+            and num_threads >= 0
             and self._rotation is None
             and queries.size > 0
         ):
@@ -415,7 +416,7 @@ class Index:
             # second: plain float32 rows skip the conversions (the core checks dim, NaN, inf).
             if queries.ndim == 1:
                 queries = queries.reshape(1, queries.shape[0])
-            return self._core.search(queries, k, ef or 0, 0, 0, 0)
+            return self._core.search(queries, k, ef or 0, 0, 0, num_threads)
         rows = _as_rows(queries, self.dim, "queries")
         k = _positive_int(k, "k")
         ef_value = 0 if ef is None else _positive_int(ef, "ef")
