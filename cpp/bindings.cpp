@@ -123,6 +123,7 @@ PYBIND11_MODULE(_core, m) {
   });
 
   m.attr("FORMAT_VERSION") = matry::kFormatVersion;
+  m.attr("MAX_M") = matry::graph::kMaxM;
   m.def("max_threads", &matry::max_threads);
   m.def("simd_level", [] { return std::string(matry::kernels::active_kernels().name); });
   m.def("compiled_simd_levels", &matry::kernels::compiled_levels);

@@ -154,7 +154,7 @@ FileHeader decode_header(const unsigned char* in, std::size_t file_bytes) {
   // The same limits Index accepts (index.cpp): whatever an index can hold, a file can carry.
   if (h.metric > 2) corrupt("unknown metric code " + std::to_string(h.metric));
   if (h.dim < 1 || h.dim > (1u << 16)) corrupt("dim out of range");
-  if (h.M < 2 || h.M > 128) corrupt("M out of range");
+  if (h.M < 2 || h.M > graph::kMaxM) corrupt("M out of range");
   if (h.ef_construction < 1 || h.ef < 1) corrupt("ef out of range");
   if (h.prefix_dim >= h.dim && h.prefix_dim != 0) corrupt("prefix_dim out of range");
   if (h.node_count > graph::kMaxNodes) corrupt("node count out of range");

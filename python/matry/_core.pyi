@@ -8,6 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 FORMAT_VERSION: int
+MAX_M: int
 
 class CorruptIndexError(ValueError): ...
 

@@ -200,8 +200,8 @@ class Index:
         if metric not in _METRICS:
             raise ValueError(f"metric: expected one of {_METRICS}, got {metric!r}")
         M = _positive_int(M, "M", minimum=2)
-        if M > 128:
-            raise ValueError(f"M: must be <= 128, got {M}")
+        if M > _core.MAX_M:
+            raise ValueError(f"M: must be <= {_core.MAX_M}, got {M}")
         ef_construction = _positive_int(ef_construction, "ef_construction")
         seed = _positive_int(seed, "seed", minimum=0)
         if prefix_dim is not None:
