@@ -124,3 +124,14 @@ def test_thread_creation_failure_falls_back_instead_of_aborting() -> None:
     assert float(ok_search) > 0.99
     assert int(count) == 3000
     assert float(ok_shim) > 0.99
+
+
+def test_ef_beyond_the_index_is_capped_at_its_size() -> None:
+    rng = np.random.default_rng(2)
+    data = rng.standard_normal((4000, 12)).astype(np.float32)
+    ix = matry.Index(12, "l2", M=8, ef_construction=40)
+    ix.add(data)
+    at_size = ix.search(data[:20], k=10, ef=len(ix))
+    huge = ix.search(data[:20], k=10, ef=10**9)  # no 10**9-entry beam, same search as ef=len
+    np.testing.assert_array_equal(huge[0], at_size[0])
+    np.testing.assert_array_equal(huge[1], at_size[1])
