@@ -72,7 +72,7 @@ class Index {
   bool quantized() const { return params_.quantization != Quantization::none; }
   // Candidates rescored on f32 rows when `rerank` is not given: a prefix traversal rescores
   // the whole beam (its distances are on other dims); an int8 traversal rescores
-  // max(k, kInt8RerankFactor * k) of it, capped at ef.
+  // max(2k, 20) of it, capped at ef.
   static std::size_t default_rerank(bool prefix, std::size_t k, std::size_t ef);
 
   // Adds n rows (row-major, dim floats each). `ids` may be null (continue after the largest id).

@@ -913,8 +913,18 @@ std::unique_ptr<Index> Index::load(const std::string& path, std::string& metadat
     throw IoError("cannot map " + shown(path) + ": " + error_text(errno));
   }
   std::shared_ptr<void> mapping(address, [size](void* p) { ::munmap(p, size); });
-  return IndexSerializer::read(static_cast<const unsigned char*>(address), size, metadata,
-                               std::move(mapping));
+  std::unique_ptr<Index> index = IndexSerializer::read(static_cast<const unsigned char*>(address),
+                                                       size, metadata, std::move(mapping));
+  // The load's checks pulled the whole file into the page cache, and a fault maps the cached
+  // pages around it too (fault-around, 64 KB): one rerank would make a whole neighbourhood
+  // of rows resident. Drop the rows from the cache, so they come back one page per row a
+  // rerank reads. The level-0 blocks, which every search walks, stay cached.
+  const std::uint64_t rows_at = kHeaderBytes + metadata.size() + 4;
+  const std::uint64_t rows_bytes =
+      static_cast<std::uint64_t>(index->node_count()) * index->dim() * sizeof(float);
+  static_cast<void>(::posix_fadvise(file.get(), static_cast<off_t>(rows_at),
+                                    static_cast<off_t>(rows_bytes), POSIX_FADV_DONTNEED));
+  return index;
 }
 
 std::unique_ptr<Index> Index::from_bytes(const std::string& bytes, std::string& metadata) {

@@ -396,7 +396,8 @@ class Index:
         ``prefix_dim``, the graph is traversed on the first ``prefix_dim`` dims and the best
         ``rerank`` candidates (default: all ``ef`` of them) are rescored on the full vector.
         With ``quantization="int8"`` the traversal runs on codes and the best ``rerank``
-        candidates (default: ``4 * k``, at most ``ef``) are rescored on the float32 rows.
+        candidates (default: ``max(2 * k, 20)``, at most ``ef``) are rescored on the float32
+        rows.
         """
         if (
             type(queries) is np.ndarray
