@@ -228,10 +228,14 @@ void remover(Shared& shared) {
 
 int main(int argc, char** argv) {
   double seconds = 60.0;
-  if (argc > 2 || (argc == 2 && (seconds = std::atof(argv[1])) <= 0.0)) {
-    std::fprintf(stderr, "usage: %s [seconds > 0]\n", argv[0]);
+  const bool usage_error =
+      argc > 3 || (argc >= 2 && (seconds = std::atof(argv[1])) <= 0.0) ||
+      (argc == 3 && std::string(argv[2]) != "f32" && std::string(argv[2]) != "int8");
+  if (usage_error) {
+    std::fprintf(stderr, "usage: %s [seconds > 0] [f32|int8]\n", argv[0]);
     return 2;
   }
+  const bool int8 = argc == 3 && std::string(argv[2]) == "int8";
   matry::IndexParams params;
   params.dim = kDim;
   params.metric = matry::Metric::cosine;
@@ -239,6 +243,7 @@ int main(int argc, char** argv) {
   params.ef_construction = 64;
   params.seed = 7;
   params.prefix_dim = kPrefixDim;
+  if (int8) params.quantization = matry::Quantization::int8;  // traversal on codes, f32 rerank
   Shared shared(params);
 
   const auto started = Clock::now();
