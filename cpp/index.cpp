@@ -363,9 +363,10 @@ void Index::with_space(const float* query, std::size_t width, bool on_codes,
   const float query_inv_norm = width != 0 && !l2 ? inverse_norm(kernels_, query, width) : 1.0f;
 
   // Codes cover the first code_dims dims (all of them, or the index's prefix): a traversal
-  // wider than that runs on the f32 rows.
+  // wider than that runs on the f32 rows, and so does a prefix l2 one (its code header holds
+  // the full |x|^2, not the prefix's).
   const std::size_t coded = code_dims(params_);
-  if (on_codes && (width == 0 ? coded == dim : width <= coded)) {
+  if (on_codes && (width == 0 ? coded == dim : width <= coded && !l2)) {
     quantizer_.prepare_query(query, width == 0 ? dim : width, codes);
     const auto code_space = [&](auto exact) {
       using Exact = decltype(exact);

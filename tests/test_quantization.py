@@ -244,3 +244,17 @@ def test_prefix_codes_cover_only_the_prefix_and_other_widths_still_search(
         reference, _ = f32_prefix.search(queries, k=10, ef=96, prefix_dim=width)
         assert recall_at_k(found, truth) >= recall_at_k(reference, truth) - 0.02, width
         assert (np.diff(distances, axis=1) >= 0).all()
+
+
+def test_l2_int8_index_searched_on_a_prefix_uses_exact_prefix_distances(
+    clustered: tuple[np.ndarray, np.ndarray],
+) -> None:
+    vectors, queries = clustered
+    int8 = matry.Index(DIM, "l2", quantization="int8")
+    f32 = matry.Index(DIM, "l2")
+    int8.add(vectors[:5000])
+    f32.add(vectors[:5000])
+    truth, _ = exact_top_k("l2", queries, vectors[:5000], np.arange(5000), 10)
+    got = recall_at_k(int8.search(queries, k=10, ef=64, prefix_dim=24)[0], truth)
+    want = recall_at_k(f32.search(queries, k=10, ef=64, prefix_dim=24)[0], truth)
+    assert got >= want - 0.03, (got, want)
