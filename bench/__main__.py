@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit code (also used by ``matry bench``)."""
+    """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
     cache_dir = getattr(args, "cache_dir", None) or datasets.default_cache_dir()
     try:
