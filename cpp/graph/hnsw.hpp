@@ -71,11 +71,13 @@ class HnswGraph {
   template <class Space>
   void insert(NodeId node, const Space& space);
 
-  // Top `ef` nodes for the query bound in `space`, ascending, excluding deleted nodes when
-  // `deleted` is given. Greedy descent through the upper layers, beam search on layer 0.
-  template <class Space>
-  void search(const Space& space, std::size_t ef, const std::uint8_t* deleted,
-              SearchScratch& scratch, std::vector<Neighbor>& results) const;
+  // Top `ef` nodes for the query bound in `space` that `accepts(node)` (deleted nodes, and
+  // those a filter excludes, are refused), ascending. Refused nodes still route the search but
+  // take no result slot. Greedy descent through the upper layers, beam search on layer 0.
+  // Returns the number of distances computed.
+  template <class Space, class Accept>
+  std::size_t search(const Space& space, std::size_t ef, const Accept& accepts,
+                     SearchScratch& scratch, std::vector<Neighbor>& results) const;
 
   // Raw link access (serialization and validation).
   const std::uint32_t* level0_row(NodeId node) const {
@@ -116,8 +118,8 @@ class HnswGraph {
   std::mutex& lock_of(NodeId node) const { return link_locks_[node % link_locks_.size()]; }
 
   template <class Space>
-  NodeId greedy_descent(const Space& space, NodeId start, int from_level, int to_level,
-                        bool locked) const;
+  NodeId greedy_descent(const Space& space, NodeId start, int from_level, int to_level, bool locked,
+                        std::size_t* distances = nullptr) const;
   template <class Space>
   void search_layer_for_insert(const Space& space, NodeId entry, int level, CandidatePool& pool,
                                VisitedSet& visited) const;
@@ -153,9 +155,10 @@ class HnswGraph {
 
 template <class Space>
 NodeId HnswGraph::greedy_descent(const Space& space, NodeId start, int from_level, int to_level,
-                                 bool locked) const {
+                                 bool locked, std::size_t* distances) const {
   NodeId current = start;
   float current_distance = space.query(current);
+  std::size_t computed = 1;
   std::array<NodeId, kMaxDegree> snapshot{};
   for (int level = from_level; level > to_level; --level) {
     bool improved = true;
@@ -173,6 +176,7 @@ NodeId HnswGraph::greedy_descent(const Space& space, NodeId start, int from_leve
         count = row[0];
       }
       for (std::uint32_t i = 0; i < count; ++i) space.prefetch(neighbours[i]);
+      computed += count;
       for (std::uint32_t i = 0; i < count; ++i) {
         const float distance = space.query(neighbours[i]);
         if (distance < current_distance) {
@@ -183,6 +187,7 @@ NodeId HnswGraph::greedy_descent(const Space& space, NodeId start, int from_leve
       }
     }
   }
+  if (distances != nullptr) *distances += computed;
   return current;
 }
 
@@ -317,20 +322,22 @@ void HnswGraph::insert(NodeId node, const Space& space) {
   }
 }
 
-template <class Space>
-void HnswGraph::search(const Space& space, std::size_t ef, const std::uint8_t* deleted,
-                       SearchScratch& scratch, std::vector<Neighbor>& results) const {
+template <class Space, class Accept>
+std::size_t HnswGraph::search(const Space& space, std::size_t ef, const Accept& accepts,
+                              SearchScratch& scratch, std::vector<Neighbor>& results) const {
   results.clear();
-  if (max_level_ < 0) return;
-  const NodeId start = greedy_descent(space, entry_point_, max_level_, 0, /*locked=*/false);
+  if (max_level_ < 0) return 0;
+  std::size_t distances = 0;
+  const NodeId start =
+      greedy_descent(space, entry_point_, max_level_, 0, /*locked=*/false, &distances);
 
   VisitedSet& visited = scratch.visited;
   visited.begin(node_count_);
   CandidatePool& pool = scratch.pool;
   pool.reset(ef);
-  const auto is_live = [deleted](NodeId n) { return deleted == nullptr || deleted[n] == 0; };
   visited.test_and_set(start);
-  pool.insert(space.query(start), start, is_live(start));
+  pool.insert(space.query(start), start, accepts(start));
+  ++distances;
   std::array<NodeId, kMaxDegree> fresh_nodes{};
   while (pool.has_unexpanded()) {
     const Neighbor current = pool.pop_unexpanded();
@@ -346,17 +353,19 @@ void HnswGraph::search(const Space& space, std::size_t ef, const std::uint8_t* d
         space.prefetch(neighbour);
       }
     }
+    distances += fresh;
     for (std::uint32_t i = 0; i < fresh; ++i) {
       const NodeId neighbour = fresh_nodes[i];
       const float distance = space.query(neighbour);
       if (pool.admits(distance)) {
         // Admitted nodes are the ones likely to be expanded: start loading their links.
         __builtin_prefetch(level0_row(neighbour));
-        pool.insert(distance, neighbour, is_live(neighbour));
+        pool.insert(distance, neighbour, accepts(neighbour));
       }
     }
   }
   pool.live_results(ef, results);
+  return distances;
 }
 
 }  // namespace matry::graph

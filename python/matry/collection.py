@@ -19,6 +19,7 @@ import numpy.typing as npt
 
 from .encoder import BUNDLED_MODEL, Encoder, _as_texts, fingerprints_match
 from .errors import ContractError, CorruptIndexError
+from .filters import IdSet
 from .index import Index, _as_ids, read_metadata
 
 __all__ = ["Collection", "Hit"]
@@ -318,7 +319,13 @@ class Collection:
     # str is itself an Iterable[str]: the first overload wins for a single string.
     @overload
     def search(  # type: ignore[overload-overlap]
-        self, text_or_texts: str, k: int = ..., *, ef: int | None = ..., batch_size: int = ...
+        self,
+        text_or_texts: str,
+        k: int = ...,
+        *,
+        ef: int | None = ...,
+        batch_size: int = ...,
+        where: dict[str, Any] | None = ...,
     ) -> list[Hit]: ...
     @overload
     def search(
@@ -328,6 +335,7 @@ class Collection:
         *,
         ef: int | None = ...,
         batch_size: int = ...,
+        where: dict[str, Any] | None = ...,
     ) -> list[list[Hit]]: ...
     def search(
         self,
@@ -336,20 +344,52 @@ class Collection:
         *,
         ef: int | None = None,
         batch_size: int = 64,
+        where: dict[str, Any] | None = None,
     ) -> list[Hit] | list[list[Hit]]:
         """Encodes the text(s) as queries and returns the ``k`` nearest items.
 
         One string gives ``list[Hit]``; a list of strings gives one list per query.
+        ``where={"field": value, ...}`` keeps items whose metadata has every field equal to
+        its value (a list, tuple or set value: equal to any of them); it runs as an id filter
+        inside the index search (:meth:`matry.Index.search`).
         """
         single = isinstance(text_or_texts, str)
         queries = _as_texts(text_or_texts)
+        allowed = self._where_filter(where)
         if not queries:
             return []
         vectors = self._encoder.encode(
             queries, input_type="query", dims=self._dims, batch_size=batch_size
         )
-        hits = self._hits(vectors, k, ef)
+        hits = self._hits(vectors, k, ef, allowed)
         return hits[0] if single else hits
+
+    def _where_filter(self, where: dict[str, Any] | None) -> IdSet | None:
+        """The ids whose metadata matches ``where`` (None: no filter)."""
+        if where is None:
+            return None
+        if not isinstance(where, dict) or not where:
+            raise TypeError(
+                f"where: expected a non-empty dict of metadata field -> value, got {where!r}"
+            )
+        for field in where:
+            if not isinstance(field, str):
+                raise TypeError(f"where: field names must be str, got {field!r}")
+        conditions = {
+            field: (list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value])
+            for field, value in where.items()
+        }
+
+        def matches(item: dict[str, Any] | None) -> bool:
+            if item is None:
+                return False
+            return all(
+                field in item and any(item[field] == v for v in accepted)
+                for field, accepted in conditions.items()
+            )
+
+        allowed = [item_id for item_id, item in self._item_metadata.items() if matches(item)]
+        return IdSet(np.asarray(allowed, dtype=np.int64))
 
     def search_vectors(
         self,
@@ -359,20 +399,25 @@ class Collection:
         input_type: str = "query",
         *,
         ef: int | None = None,
+        where: dict[str, Any] | None = None,
     ) -> list[Hit] | list[list[Hit]]:
         """Searches with precomputed query vectors of the collection's encoder.
 
-        A 1-D vector gives ``list[Hit]``; a 2-D array gives one list per row.
+        A 1-D vector gives ``list[Hit]``; a 2-D array gives one list per row. ``where`` as in
+        :meth:`search`.
         """
         single = np.ndim(vectors) == 1
         rows = self._check_vectors(vectors, fingerprint, input_type, role="query")
+        allowed = self._where_filter(where)
         if rows.shape[0] == 0:
             return []
-        hits = self._hits(rows, k, ef)
+        hits = self._hits(rows, k, ef, allowed)
         return hits[0] if single else hits
 
-    def _hits(self, vectors: np.ndarray, k: int, ef: int | None) -> list[list[Hit]]:
-        found_ids, distances = self._index.search(vectors, k=k, ef=ef)
+    def _hits(
+        self, vectors: np.ndarray, k: int, ef: int | None, allowed: IdSet | None = None
+    ) -> list[list[Hit]]:
+        found_ids, distances = self._index.search(vectors, k=k, ef=ef, filter=allowed)
         results: list[list[Hit]] = []
         for row_ids, row_distances in zip(found_ids.tolist(), distances.tolist()):
             hits = []

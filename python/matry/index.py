@@ -7,13 +7,14 @@ import json
 import os
 import stat
 import threading
-from typing import Any, Union
+from typing import Any, Literal, Union, overload
 
 import numpy as np
 import numpy.typing as npt
 
-from . import _core
+from . import _core, filters
 from .errors import CorruptIndexError
+from .filters import FilterPath, SearchStats
 
 ArrayLike = npt.ArrayLike
 PathLike = Union[str, "os.PathLike[str]"]
@@ -379,6 +380,7 @@ class Index:
                 self._rotation = None
             raise
 
+    @overload
     def search(
         self,
         queries: ArrayLike,
@@ -387,7 +389,38 @@ class Index:
         num_threads: int = 0,
         prefix_dim: int | None = None,
         rerank: int | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
+        *,
+        filter: Any = None,
+        filter_path: FilterPath = "auto",
+        stats: Literal[False] = False,
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+    @overload
+    def search(
+        self,
+        queries: ArrayLike,
+        k: int = 10,
+        ef: int | None = None,
+        num_threads: int = 0,
+        prefix_dim: int | None = None,
+        rerank: int | None = None,
+        *,
+        filter: Any = None,
+        filter_path: FilterPath = "auto",
+        stats: Literal[True],
+    ) -> tuple[np.ndarray, np.ndarray, SearchStats]: ...
+    def search(
+        self,
+        queries: ArrayLike,
+        k: int = 10,
+        ef: int | None = None,
+        num_threads: int = 0,
+        prefix_dim: int | None = None,
+        rerank: int | None = None,
+        *,
+        filter: Any = None,
+        filter_path: FilterPath = "auto",
+        stats: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, SearchStats]:
         """Approximate k nearest neighbours of each query.
 
         Returns ``(ids, distances)``: int64 and float32 arrays of shape [n, k], ascending
@@ -398,9 +431,20 @@ class Index:
         With ``quantization="int8"`` the traversal runs on codes and the best ``rerank``
         candidates (default: ``max(2 * k, 20)``, at most ``ef``) are rescored on the float32
         rows.
+
+        ``filter`` limits the results to allowed ids: an array of ids (each must be in the
+        index), a boolean mask over ids (length at least one past the largest id added), a
+        :class:`matry.IdSet`, or a list of those, one per query row (``None`` entries: no
+        filter). It is evaluated in C++ inside the traversal; when few ids are allowed a cost
+        model scans them exactly instead, and a traversal that finds fewer than k allowed ids
+        falls back to that scan, so results are right at any selectivity. ``filter_path``
+        forces "graph" or "brute_force"; ``stats=True`` also returns a :class:`SearchStats`
+        saying which path each query took.
         """
         if (
-            type(queries) is np.ndarray
+            filter is None
+            and not stats
+            and type(queries) is np.ndarray
             and queries.dtype == _FLOAT32
             and queries.flags.c_contiguous
             and type(k) is int
@@ -417,7 +461,8 @@ class Index:
             # second: plain float32 rows skip the conversions (the core checks dim, NaN, inf).
             if queries.ndim == 1:
                 queries = queries.reshape(1, queries.shape[0])
-            return self._core.search(queries, k, ef or 0, 0, 0, num_threads)
+            ids, distances = self._core.search(queries, k, ef or 0, 0, 0, num_threads)
+            return ids, distances
         rows = _as_rows(queries, self.dim, "queries")
         k = _positive_int(k, "k")
         ef_value = 0 if ef is None else _positive_int(ef, "ef")
@@ -431,17 +476,31 @@ class Index:
             rerank_value = _positive_int(rerank, "rerank")
             if rerank_value < k:
                 raise ValueError(f"rerank: must be >= k ({k}), got {rerank_value}")
-        return self._core.search(
-            self._rotate(rows), k, ef_value, width, rerank_value, _threads(num_threads)
+        path = filters.filter_path_code(filter_path)
+        if stats and not isinstance(stats, bool):
+            raise TypeError(f"stats: expected a bool, got {type(stats).__name__}")
+        one, per_query = filters.resolve(filter, self, rows.shape[0])
+        threads = _threads(num_threads)
+        rotated = self._rotate(rows)
+        found = self._core.search(
+            rotated, k, ef_value, width, rerank_value, threads, one, per_query, path, None, stats
         )
+        if stats:
+            ids, distances, brute_force, computed = found
+            return ids, distances, SearchStats(brute_force.astype(np.bool_), computed)
+        return found[0], found[1]
 
     def exact_search(
-        self, queries: ArrayLike, k: int = 10, num_threads: int = 0
+        self, queries: ArrayLike, k: int = 10, num_threads: int = 0, *, filter: Any = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact k nearest neighbours by brute force over the live vectors (same output)."""
+        """Exact k nearest neighbours by brute force over the live vectors (same output).
+
+        ``filter`` as in :meth:`search`: the exact nearest among the allowed ids.
+        """
         rows = _as_rows(queries, self.dim, "queries")
         k = _positive_int(k, "k")
-        return self._core.exact_search(self._rotate(rows), k, _threads(num_threads))
+        one, per_query = filters.resolve(filter, self, rows.shape[0])
+        return self._core.exact_search(self._rotate(rows), k, _threads(num_threads), one, per_query)
 
     def reorder(self) -> None:
         """Renumbers the stored nodes in breadth-first order of the graph's bottom layer.
