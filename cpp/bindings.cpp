@@ -453,6 +453,10 @@ PYBIND11_MODULE(_core, m) {
           },
           py::arg("ids"))
       .def("reorder", &Index::reorder, py::call_guard<py::gil_scoped_release>())
+      .def_property_readonly(
+          "entry_id", py::cpp_function(&Index::entry_id, py::call_guard<py::gil_scoped_release>()))
+      .def("compact", &Index::compact, py::arg("num_threads") = 0,
+           py::call_guard<py::gil_scoped_release>())
       .def("contains", &Index::contains, py::arg("id"), py::call_guard<py::gil_scoped_release>())
       .def(
           "get",

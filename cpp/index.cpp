@@ -788,6 +788,72 @@ void Index::remove(const std::int64_t* ids, std::size_t n) {
   for (NodeId node : nodes) store_.mark_deleted(node);
 }
 
+std::size_t Index::compact(std::size_t num_threads) {
+  refuse_if_read_only();
+  std::lock_guard<std::mutex> writer(writer_mutex_);
+  // No write lock while building: searches keep reading the old store and graph, which only
+  // writers (held off by writer_mutex_) change.
+  const std::size_t nodes = store_.node_count();
+  if (!store_.has_deleted()) return 0;
+  constexpr NodeId kGone = std::numeric_limits<NodeId>::max();
+  std::vector<NodeId> survivors;
+  survivors.reserve(store_.live_count());
+  std::vector<NodeId> new_of(nodes, kGone);
+  for (NodeId node = 0; node < nodes; ++node) {
+    if (store_.is_deleted(node)) continue;
+    new_of[node] = static_cast<NodeId>(survivors.size());
+    survivors.push_back(node);
+  }
+  auto compacted = std::make_unique<graph::HnswGraph>(params_.M, params_.ef_construction,
+                                                      graph_.payload_bytes());
+  compacted->reserve(survivors.size());
+  for (const NodeId old : survivors) {
+    const NodeId node = compacted->append_node(graph_.level_of(old));
+    if (graph_.payload_bytes() > 0) {
+      std::memcpy(compacted->payload(node), graph_.payload(old), graph_.payload_bytes());
+    }
+  }
+  if (!survivors.empty()) {
+    const std::uint8_t* deleted = store_.deleted_flags();
+    // The graph's neighbour heuristic ran on f32 rows (a prefix of them for a prefix index):
+    // repairs use the same distances. The query row only matters for query(), unused here.
+    quant::CodeQuery unused;
+    const std::size_t threads = resolve_threads(num_threads, survivors.size());
+    std::vector<std::vector<graph::Neighbor>> buffers(threads);
+    with_space(store_.row(survivors[0]), params_.prefix_dim, false, unused, [&](const auto& space) {
+      parallel_for(survivors.size(), threads, [&](std::size_t i, std::size_t worker) {
+        const NodeId old = survivors[i];
+        std::vector<graph::Neighbor>& links = buffers[worker];
+        for (int level = 0; level <= graph_.level_of(old); ++level) {
+          graph_.repaired_links(space, deleted, old, level, links);
+          for (graph::Neighbor& link : links) link.node = new_of[link.node];
+          compacted->set_links(static_cast<NodeId>(i), level, links);
+        }
+      });
+    });
+    // The entry point survives, or the first survivor on the highest level takes its place.
+    NodeId entry = graph_.entry_point();
+    if (new_of[entry] == kGone) {
+      entry = survivors[0];
+      for (const NodeId old : survivors) {
+        if (graph_.level_of(old) > graph_.level_of(entry)) entry = old;
+      }
+    }
+    compacted->set_entry(new_of[entry], graph_.level_of(entry));
+  }
+  VectorStore store = store_.select(survivors, survivors.size());
+  std::vector<float> norms;
+  if (!prefix_inv_norms_.empty()) {
+    norms.reserve(survivors.size());
+    for (const NodeId old : survivors) norms.push_back(prefix_inv_norms_[old]);
+  }
+  auto lock = write_lock();
+  graph_.assign_from(std::move(*compacted));
+  store_ = std::move(store);
+  prefix_inv_norms_ = std::move(norms);
+  return nodes - survivors.size();
+}
+
 void Index::restore(const std::int64_t* ids, std::size_t n) {
   refuse_if_read_only();
   std::lock_guard<std::mutex> writer(writer_mutex_);
@@ -819,6 +885,12 @@ void Index::get(const std::int64_t* ids, std::size_t n, float* out) const {
   for (std::size_t i = 0; i < n; ++i) {
     std::copy(store_.row(nodes[i]), store_.row(nodes[i]) + params_.dim, out + i * params_.dim);
   }
+}
+
+std::int64_t Index::entry_id() const {
+  auto lock = read_lock();
+  if (graph_.max_level() < 0) return -1;
+  return store_.label(graph_.entry_point());
 }
 
 std::vector<std::int64_t> Index::ids() const {

@@ -118,10 +118,18 @@ class Index {
   void reorder();
 
   void remove(const std::int64_t* ids, std::size_t n);
+  // Drops the removed (and replaced) nodes for good: survivors are renumbered densely, links
+  // that led to removed nodes are repaired (HnswGraph::repaired_links), ids stay. Searches run
+  // on while the compacted copy is built and see the old graph or the new one, never a mix;
+  // writers wait. Needs memory for a second copy of the survivors meanwhile. Returns the
+  // number of nodes dropped. A removed id can no longer be restored afterwards.
+  std::size_t compact(std::size_t num_threads);
   void restore(const std::int64_t* ids, std::size_t n);  // undo remove (hnswlib unmark_deleted)
   bool contains(std::int64_t id) const;
   void get(const std::int64_t* ids, std::size_t n, float* out) const;
   std::vector<std::int64_t> ids() const;
+  // Id of the graph's entry point (a removed one until compaction), -1 when empty.
+  std::int64_t entry_id() const;
 
   // Serialization (io.cpp). `metadata` is an opaque JSON string stored beside the payload.
   void save(const std::string& path, const std::string& metadata) const;

@@ -66,6 +66,23 @@ class HnswGraph {
   void restore_viewing_level0(const std::uint32_t* level0, const std::uint8_t* levels,
                               std::size_t node_count);
 
+  // The neighbours `node` keeps at `level` once the nodes flagged in `deleted` are gone, in old
+  // node ids: its live links and, when some of them were deleted, the live links of those (two
+  // hops, three when that still leaves few), pruned by the neighbour heuristic. Tombstone
+  // consolidation as in FreshDiskANN, and hnswlib's repair of an updated node's neighbours.
+  template <class Space>
+  void repaired_links(const Space& space, const std::uint8_t* deleted, NodeId node, int level,
+                      std::vector<Neighbor>& out) const;
+  // Writes a node's link row at `level` (building a graph outside insert(): compaction).
+  void set_links(NodeId node, int level, const std::vector<Neighbor>& neighbours) {
+    std::uint32_t* row = links(node, level);
+    for (std::size_t i = 0; i < neighbours.size(); ++i) row[1 + i] = neighbours[i].node;
+    row[0] = static_cast<std::uint32_t>(neighbours.size());
+  }
+  std::size_t payload_bytes() const { return payload_bytes_; }
+  // Takes over `other`'s nodes and links (a compacted graph of the same M and payload).
+  void assign_from(HnswGraph&& other);
+
   // Links `node` (appended earlier) into the graph. Safe to run on several threads at once for
   // different nodes; must not run concurrently with search().
   template <class Space>
@@ -136,6 +153,7 @@ class HnswGraph {
   std::uint32_t ef_construction_;
   double level_multiplier_;
   std::size_t level0_words_;
+  std::size_t payload_bytes_;
 
   std::size_t node_count_ = 0;
   AlignedBuffer<std::uint32_t> level0_;
@@ -265,6 +283,54 @@ void HnswGraph::link_back(const Space& space, NodeId neighbor, NodeId node, floa
   select_neighbors(space, candidates, limit);
   for (std::size_t i = 0; i < candidates.size(); ++i) row[1 + i] = candidates[i].node;
   row[0] = static_cast<std::uint32_t>(candidates.size());
+}
+
+template <class Space>
+void HnswGraph::repaired_links(const Space& space, const std::uint8_t* deleted, NodeId node,
+                               int level, std::vector<Neighbor>& out) const {
+  out.clear();
+  const std::uint32_t* row = links(node, level);
+  const std::uint32_t limit = max_degree(level);
+  std::vector<NodeId> lost;
+  for (std::uint32_t i = 1; i <= row[0]; ++i) {
+    if (deleted[row[i]] != 0) {
+      lost.push_back(row[i]);
+    } else {
+      out.push_back({0.0f, row[i]});
+    }
+  }
+  if (lost.empty()) return;  // nothing to repair: the row stays as it is, in its order
+  std::vector<NodeId> candidates;
+  for (const Neighbor& kept : out) candidates.push_back(kept.node);
+  std::vector<NodeId> next_lost;
+  for (int hop = 0; hop < 2 && !lost.empty(); ++hop) {
+    next_lost.clear();
+    for (const NodeId gone : lost) {
+      const std::uint32_t* gone_row = links(gone, level);
+      for (std::uint32_t i = 1; i <= gone_row[0]; ++i) {
+        const NodeId via = gone_row[i];
+        if (via == node) continue;
+        if (deleted[via] == 0) {
+          candidates.push_back(via);
+        } else {
+          next_lost.push_back(via);
+        }
+      }
+    }
+    // A third hop only while the repaired row would be less than half full.
+    std::sort(candidates.begin(), candidates.end());
+    candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
+    if (candidates.size() * 2 >= limit) break;
+    std::sort(next_lost.begin(), next_lost.end());
+    next_lost.erase(std::unique(next_lost.begin(), next_lost.end()), next_lost.end());
+    lost.swap(next_lost);
+  }
+  out.clear();
+  for (const NodeId candidate : candidates) {
+    out.push_back({space.between(node, candidate), candidate});
+  }
+  std::sort(out.begin(), out.end(), closer);
+  select_neighbors(space, out, limit);
 }
 
 template <class Space>

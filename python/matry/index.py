@@ -189,6 +189,7 @@ class Index:
         _metadata: dict[str, Any] | None = None,
     ) -> None:
         self.metadata: dict[str, Any] = dict(_metadata or {})
+        self._auto_compact: float | None = None
         # Held while the first add fits rotation="pca" and stores its batch: every concurrent
         # add waits for that rotation instead of storing rows unrotated or under another one.
         self._rotation_fit_lock = threading.Lock()
@@ -362,7 +363,10 @@ class Index:
             with self._rotation_fit_lock:
                 if self._rotation is None:
                     return self._fit_rotation_and_add(rows, id_array, threads, bool(replace))
-        return self._core.add(self._rotate(rows), id_array, threads, bool(replace))
+        assigned = self._core.add(self._rotate(rows), id_array, threads, bool(replace))
+        if replace:
+            self._maybe_compact()
+        return assigned
 
     def _fit_rotation_and_add(
         self, rows: np.ndarray, ids: np.ndarray | None, threads: int, replace: bool
@@ -512,10 +516,55 @@ class Index:
         self._core.reorder()
 
     def remove(self, ids: ArrayLike) -> None:
-        """Removes ids (KeyError for an unknown one; nothing changes then)."""
+        """Removes ids (KeyError for an unknown one; nothing changes then).
+
+        A removed id leaves a tombstone that searches still walk (it routes, but is never
+        returned) until :meth:`compact`, which :attr:`auto_compact` can run by itself.
+        """
         id_array = _as_ids(ids)
         if id_array.size:
             self._core.remove(id_array)
+            self._maybe_compact()
+
+    @property
+    def deleted_fraction(self) -> float:
+        """Share of the stored nodes that are tombstones (removed or replaced ids)."""
+        nodes = int(self._core.node_count)
+        return 0.0 if nodes == 0 else (nodes - len(self._core)) / nodes
+
+    @property
+    def auto_compact(self) -> float | None:
+        """Run :meth:`compact` after a ``remove`` (or ``add(replace=True)``) leaves at least
+        this share of tombstones; None (the default) leaves it to the caller."""
+        return self._auto_compact
+
+    @auto_compact.setter
+    def auto_compact(self, value: float | None) -> None:
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not 0.0 < float(value) <= 1.0
+        ):
+            raise ValueError(f"auto_compact: expected None or a fraction in (0, 1], got {value!r}")
+        self._auto_compact = None if value is None else float(value)
+
+    def _maybe_compact(self) -> None:
+        if self._auto_compact is not None and self.deleted_fraction >= self._auto_compact:
+            self.compact()
+
+    def compact(self, num_threads: int = 0) -> int:
+        """Drops tombstones for good and repairs the links that led to them; returns how
+        many nodes were dropped.
+
+        Removing many ids leaves tombstones every search still walks: at 90% removed a search
+        does several times the work. Compaction keeps the survivors and their ids, renumbers
+        them densely and gives each node that lost neighbours new ones from its neighbours'
+        neighbours (the neighbour heuristic picks among them), so recall and speed come back
+        to those of a fresh build (bench/compaction.py). Searches keep running meanwhile and
+        see the old graph or the new one; adds and removes wait. It needs memory for a second
+        copy of the survivors while it runs. Removed ids cannot be restored afterwards.
+        """
+        return int(self._core.compact(_threads(num_threads)))
 
     def _restore(self, ids: ArrayLike) -> None:
         """Undoes remove() for ids not re-added since (hnswlib's unmark_deleted)."""
