@@ -126,12 +126,18 @@ def build_bert_onnx(
     nodes: list[Any] = []
     initializers: list[Any] = []
 
+    made: set[str] = set()  # pooled outputs share constants and nodes: each is made once
+
     def const(name: str, value: np.ndarray) -> str:
-        initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        if name not in made:
+            made.add(name)
+            initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
         return name
 
     def node(op: str, inputs: list[str], output: str, **attrs: Any) -> str:
-        nodes.append(helper.make_node(op, inputs, [output], name=output, **attrs))
+        if output not in made:
+            made.add(output)
+            nodes.append(helper.make_node(op, inputs, [output], name=output, **attrs))
         return output
 
     def linear(x: str, prefix: str, out: str) -> str:
@@ -329,7 +335,12 @@ def _pooled_output(
 ) -> str:
     """A [batch, hidden] tensor computed from the last hidden state ``x`` inside the graph."""
     if kind in ("cls", "pooler"):
-        first = node("Gather", [x, const("index_0_scalar", np.array(0, np.int64))], "first", axis=1)
+        # (const() stores 0-d arrays as shape [1]: gather [0] and squeeze the axis instead)
+        axis1 = const("pool_axes_1", np.array([1], np.int64))
+        picked = node(
+            "Gather", [x, const("pool_index_0", np.array([0], np.int64))], "first3", axis=1
+        )
+        first = node("Squeeze", [picked, axis1], "first")
         if kind == "cls":
             return str(first)
         matrix = weights["pooler.dense.weight"].T.astype(np.float32)
@@ -341,7 +352,7 @@ def _pooled_output(
     # masked mean over the sequence axis
     mask3 = node("Unsqueeze", [mask_f, const("axes_m1", np.array([-1], np.int64))], "mean_mask3")
     masked = node("Mul", [x, mask3], "mean_masked")
-    axis1 = const("axes_1", np.array([1], np.int64))
+    axis1 = const("pool_axes_1", np.array([1], np.int64))
     total = node("ReduceSum", [masked, axis1], "mean_sum", keepdims=0)
     count = node("ReduceSum", [mask3, axis1], "mean_count", keepdims=0)
     floor = const("mean_floor", np.array(1e-9, np.float32))

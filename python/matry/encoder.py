@@ -145,18 +145,15 @@ def sentence_transformers_fingerprint(
 
 
 def _check_pooling(pooling: str) -> list[str]:
-    modes = pooling.split("+")
+    if not isinstance(pooling, str):
+        raise TypeError(f"pooling: expected a str, got {type(pooling).__name__}")
     if pooling == "model":
         return []
+    modes = pooling.split("+")
     if any(m not in POOLING_MODES for m in modes) or len(set(modes)) != len(modes):
         raise ValueError(
-            f"pooling: expected one of {POOLING_MODES} (several joined by '+'), got {pooling!r}"
-        )
-    order = [m for m in POOLING_MODES if m in modes]
-    if order != modes:
-        raise ValueError(
-            f"pooling: concatenated modes must be in the order {'+'.join(order)!r} "
-            f"(sentence-transformers' order), got {pooling!r}"
+            f"pooling: expected one of {POOLING_MODES} (several distinct ones joined by '+', "
+            f"concatenated in that order), got {pooling!r}"
         )
     return modes
 
@@ -166,8 +163,8 @@ class EncoderConfig:
     """How a model's token outputs become sentence vectors."""
 
     name: str
-    #: One of :data:`POOLING_MODES`, several joined by "+" (concatenated, sentence-transformers
-    #: order), or "model" (the model pools itself: sentence-transformers models in memory).
+    #: One of :data:`POOLING_MODES`, several joined by "+" (concatenated in that order), or
+    #: "model" (the model pools itself: sentence-transformers models in memory).
     pooling: str
     normalize: bool  # L2-normalize the sentence vectors
     max_seq_length: int  # tokens, special tokens included; longer input is truncated
@@ -200,7 +197,18 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _pooling_from_st_config(pooling: Mapping[str, Any], where: str) -> str:
-    """ "mean", "cls+mean"... from the keys of a sentence-transformers Pooling config."""
+    """The pooling string ("mean", "cls+mean"...) of a sentence-transformers Pooling config:
+    ``pooling_mode`` (a name or a list, sentence-transformers >= 6) or the older
+    ``pooling_mode_*`` booleans (concatenated in sentence-transformers' fixed order)."""
+    if "pooling_mode" in pooling:
+        named = pooling["pooling_mode"]
+        modes = [named] if isinstance(named, str) else list(named or [])
+        if not modes or any(not isinstance(m, str) or m not in POOLING_MODES for m in modes):
+            raise ValueError(
+                f"{where}: pooling_mode {named!r} is not supported (matry pools "
+                f"{', '.join(POOLING_MODES)})"
+            )
+        return "+".join(modes)
     unknown = sorted(
         k
         for k, v in pooling.items()
@@ -240,8 +248,9 @@ def _sentence_transformers_settings(directory: Path) -> tuple[dict[str, Any], di
         found["pooling"] = _pooling_from_st_config(pooling, str(pooling_file))
         if "include_prompt" in pooling:
             found["include_prompt"] = bool(pooling["include_prompt"])
-        if "word_embedding_dimension" in pooling:
-            hints["token_dim"] = int(pooling["word_embedding_dimension"])
+        for key in ("embedding_dimension", "word_embedding_dimension"):
+            if key in pooling:
+                hints["token_dim"] = int(pooling[key])
     st_config = directory / "sentence_bert_config.json"
     if st_config.is_file():
         max_seq_length = _read_json(st_config).get("max_seq_length")
@@ -587,7 +596,10 @@ class Encoder:
         self._pre_pooled = True
         self._pool_modes = []
         self._output_name = "sentence_embedding"
-        dim = model.get_sentence_embedding_dimension()
+        dimension = getattr(model, "get_embedding_dimension", None) or getattr(
+            model, "get_sentence_embedding_dimension", None
+        )
+        dim = dimension() if callable(dimension) else None
         if not dim:
             dim = int(np.asarray(model.encode(["probe"], convert_to_numpy=True)).shape[1])
         self._dim = int(dim)
@@ -913,8 +925,11 @@ def _finish(vectors: np.ndarray, normalize: bool) -> np.ndarray:
 
 def _pool_tokens(output: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
     """One sentence-transformers pooling mode over token vectors [batch, seq, hidden]."""
+    rows = np.arange(output.shape[0])
     if mode == "cls":
-        first: np.ndarray = output[:, 0, :]
+        # the first token the pooling keeps: token 0, or the first after an excluded prompt
+        # (as sentence-transformers >= 6 does)
+        first: np.ndarray = output[rows, np.argmax(mask, axis=1)]
         return first
     weights = mask.astype(np.float32)
     if mode == "max":
@@ -926,10 +941,7 @@ def _pool_tokens(output: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
         flipped = mask[:, ::-1]
         last = seq - 1 - np.argmax(flipped, axis=1)
         last = np.where(flipped.max(axis=1) == 0, seq - 1, last)
-        picked: np.ndarray = (
-            output[np.arange(output.shape[0]), last]
-            * weights[np.arange(output.shape[0]), last][:, None]
-        )
+        picked: np.ndarray = output[rows, last] * weights[rows, last][:, None]
         return picked
     if mode == "weightedmean":
         weights = weights * np.arange(1, mask.shape[1] + 1, dtype=np.float32)[None, :]
