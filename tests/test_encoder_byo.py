@@ -35,6 +35,10 @@ def _check_against_reference(encoder: Encoder, expected: np.ndarray, batch_size:
     return float(found.min())
 
 
+def _report(label: str, cosine: float) -> None:
+    print(f"{label}: min cosine to the reference {cosine:.12f} (1 - cos = {1 - cosine:.1e})")
+
+
 # ------------------------------------------------------------------ the three layouts
 
 
@@ -52,7 +56,7 @@ def test_extra_output_listed_first_and_mean_pooling(tmp_path: Path) -> None:
     assert encoder.pooling == "mean" and encoder.normalize
     assert encoder.dim == 32 and encoder.max_length == 48
     cosine = _check_against_reference(encoder, reference_vectors(export, TEXTS, pooling="mean"))
-    print(f"layout a (pooler_output first, mean pooling): min cosine {cosine:.7f}")
+    _report("layout a (pooler_output first, mean pooling)", cosine)
 
 
 def test_pre_pooled_sentence_embedding_only(tmp_path: Path) -> None:
@@ -67,7 +71,7 @@ def test_pre_pooled_sentence_embedding_only(tmp_path: Path) -> None:
     assert encoder.output_name == "sentence_embedding"
     assert encoder.pre_pooled
     cosine = _check_against_reference(encoder, reference_vectors(export, TEXTS, output_kind="mean"))
-    print(f"layout b (sentence_embedding only): min cosine {cosine:.7f}")
+    _report("layout b (sentence_embedding only)", cosine)
 
 
 def test_custom_output_name_cls_pooling_normalize_under_onnx_dir(tmp_path: Path) -> None:
@@ -86,7 +90,7 @@ def test_custom_output_name_cls_pooling_normalize_under_onnx_dir(tmp_path: Path)
     assert encoder.output_name == "hidden"
     assert encoder.pooling == "cls"
     cosine = _check_against_reference(encoder, reference_vectors(export, TEXTS, pooling="cls"))
-    print(f"layout c (output 'hidden', CLS, Normalize, onnx/): min cosine {cosine:.7f}")
+    _report("layout c (output 'hidden', CLS, Normalize, onnx/)", cosine)
 
 
 def test_no_token_type_ids_input(tmp_path: Path) -> None:
@@ -100,7 +104,9 @@ def test_no_token_type_ids_input(tmp_path: Path) -> None:
     encoder = Encoder.from_dir(export.directory)
     assert not encoder.normalize
     reference = reference_vectors(export, TEXTS, normalize=False)
-    _check_against_reference(encoder, reference)
+    _report(
+        "layout d (no token_type_ids, no Normalize)", _check_against_reference(encoder, reference)
+    )
     # not normalized: the lengths are the model's own
     assert not np.allclose(np.linalg.norm(reference, axis=1), 1.0, atol=1e-2)
 
@@ -434,7 +440,7 @@ def test_from_sentence_transformers_matches_the_onnx_export_of_the_same_weights(
     for input_type in ("document", "query"):
         ours = encoder.encode(TEXTS, input_type=input_type)
         found = cosines(ours, onnx_encoder.encode(TEXTS, input_type=input_type)).min()
-        print(f"SentenceTransformer vs ONNX export ({input_type}): min cosine {found:.7f}")
+        _report(f"SentenceTransformer vs ONNX export ({input_type})", found)
         assert found >= MIN_COSINE
     assert encoder.encode(TEXTS, dims=8).shape == (len(TEXTS), 8)
     # no hub revision for a local model: the fingerprint covers the weights
