@@ -5,7 +5,10 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <cstring>
 #include <optional>
+#include <stdexcept>
 #include <string>
 
 #include "errors.hpp"
@@ -152,6 +155,83 @@ py::tuple run_search(const Index& ix, const FloatArray& queries, std::size_t k, 
   if (with_stats) return py::make_tuple(ids, distances, brute_force, computed);
   return py::make_tuple(ids, distances);
 }
+
+// A Python stream's write(): the sink hands it bytes objects of at most kChunkBytes (copies:
+// a memoryview of the index's memory could outlive the call in the stream's hands).
+class PythonWriteSink : public matry::ByteSink {
+ public:
+  explicit PythonWriteSink(py::object write) : write_(std::move(write)) {}
+  void write(const void* data, std::size_t bytes) override {
+    const auto* cursor = static_cast<const char*>(data);
+    py::gil_scoped_acquire acquire;
+    while (bytes > 0) {
+      const std::size_t chunk = std::min(bytes, kChunkBytes);
+      write_(py::bytes(cursor, chunk));
+      cursor += chunk;
+      bytes -= chunk;
+    }
+  }
+
+ private:
+  static constexpr std::size_t kChunkBytes = std::size_t{1} << 20;
+  py::object write_;
+};
+
+// A Python stream's read(n), asked for at most kChunkBytes at a time.
+class PythonReadSource : public matry::ByteSource {
+ public:
+  explicit PythonReadSource(py::object read) : read_(std::move(read)) {}
+  std::size_t read_some(void* to, std::size_t bytes) override {
+    py::gil_scoped_acquire acquire;
+    const py::object got = read_(std::min(bytes, kChunkBytes));
+    if (!PyBytes_Check(got.ptr())) {
+      throw matry::InvalidArgument(
+          "file: read() must return bytes (open the file in binary "
+          "mode), got " +
+          py::str(py::type::handle_of(got)).cast<std::string>());
+    }
+    char* data = nullptr;
+    Py_ssize_t size = 0;
+    PyBytes_AsStringAndSize(got.ptr(), &data, &size);
+    if (static_cast<std::size_t>(size) > bytes) {
+      throw matry::InvalidArgument("file: read(n) returned more than n bytes");
+    }
+    std::memcpy(to, data, static_cast<std::size_t>(size));
+    return static_cast<std::size_t>(size);
+  }
+
+ private:
+  static constexpr std::size_t kChunkBytes = std::size_t{1} << 22;
+  py::object read_;
+};
+
+// to_bytes() straight into the bytes object it returns: allocated once at the announced size.
+class PythonBytesSink : public matry::ByteSink {
+ public:
+  void begin(std::uint64_t total_bytes) override {
+    py::gil_scoped_acquire acquire;
+    bytes_ = py::reinterpret_steal<py::object>(
+        PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(total_bytes)));
+    if (!bytes_) throw py::error_already_set();
+    data_ = PyBytes_AsString(bytes_.ptr());
+    capacity_ = total_bytes;
+  }
+  void write(const void* data, std::size_t bytes) override {
+    if (written_ + bytes > capacity_) throw std::logic_error("to_bytes: more than announced");
+    std::memcpy(data_ + written_, data, bytes);
+    written_ += bytes;
+  }
+  py::object take() {
+    if (written_ != capacity_) throw std::logic_error("to_bytes: less than announced");
+    return std::move(bytes_);
+  }
+
+ private:
+  py::object bytes_;
+  char* data_ = nullptr;
+  std::uint64_t capacity_ = 0;
+  std::uint64_t written_ = 0;
+};
 
 }  // namespace
 
@@ -518,14 +598,35 @@ PYBIND11_MODULE(_core, m) {
       .def(
           "to_bytes",
           [](const Index& ix, const std::string& metadata) {
-            std::string bytes;
+            PythonBytesSink sink;
             {
               py::gil_scoped_release release;
-              bytes = ix.to_bytes(metadata);
+              ix.save_to(sink, metadata);
             }
-            return py::bytes(bytes);
+            return sink.take();
           },
           py::arg("metadata") = "{}")
+      .def(
+          "save_to",
+          [](const Index& ix, py::object write, const std::string& metadata) {
+            PythonWriteSink sink(std::move(write));
+            py::gil_scoped_release release;
+            ix.save_to(sink, metadata);
+          },
+          py::arg("write"), py::arg("metadata") = "{}")
+      .def_static(
+          "load_from",
+          [](py::object read) {
+            PythonReadSource source(std::move(read));
+            std::string metadata;
+            std::unique_ptr<Index> index;
+            {
+              py::gil_scoped_release release;
+              index = Index::load_from(source, metadata);
+            }
+            return loaded(std::move(index), metadata);
+          },
+          py::arg("read"))
       .def_static(
           "load",
           [](const std::string& path, bool mmap) {
@@ -540,13 +641,20 @@ PYBIND11_MODULE(_core, m) {
           py::arg("path"), py::arg("mmap") = false)
       .def_static(
           "from_bytes",
-          [](const py::bytes& data) {
-            std::string bytes = data;
+          [](const py::buffer& data) {
+            // Read in place: a bytes object is immutable, and an exported buffer (bytearray,
+            // memoryview) cannot be resized while this holds it.
+            const py::buffer_info view = data.request();
+            if (view.ndim != 1 || view.strides[0] != view.itemsize) {
+              throw matry::InvalidArgument("data: expected bytes or a contiguous 1-D buffer");
+            }
             std::string metadata;
             std::unique_ptr<Index> index;
             {
               py::gil_scoped_release release;
-              index = Index::from_bytes(bytes, metadata);
+              index =
+                  Index::from_buffer(static_cast<const unsigned char*>(view.ptr),
+                                     static_cast<std::size_t>(view.size * view.itemsize), metadata);
             }
             return loaded(std::move(index), metadata);
           },

@@ -13,6 +13,7 @@
 
 #include "graph/hnsw.hpp"
 #include "id_set.hpp"
+#include "io.hpp"
 #include "kernels/kernels.hpp"
 #include "quant/int8.hpp"
 #include "store.hpp"
@@ -134,6 +135,9 @@ class Index {
   // Serialization (io.cpp). `metadata` is an opaque JSON string stored beside the payload.
   void save(const std::string& path, const std::string& metadata) const;
   std::string to_bytes(const std::string& metadata) const;
+  // Streams the file format to `sink` (a bounded buffer beside the index; nothing else).
+  void save_to(ByteSink& sink, const std::string& metadata) const;
+  static std::unique_ptr<Index> load_from(ByteSource& source, std::string& metadata);
   // `mapped`: read the rows (and a v2 file's level-0 blocks) in place from a read-only file
   // mapping; such an index refuses every change (read_only()).
   static std::unique_ptr<Index> load(const std::string& path, std::string& metadata,
@@ -144,6 +148,8 @@ class Index {
     return params_.metric == Metric::l2 ? 0 : params_.prefix_dim;
   }
   static std::unique_ptr<Index> from_bytes(const std::string& bytes, std::string& metadata);
+  static std::unique_ptr<Index> from_buffer(const unsigned char* data, std::size_t size,
+                                            std::string& metadata);
 
   // Opaque extra payload kept with the index (the Python layer's rotation matrix).
   std::vector<float> rotation() const;

@@ -7,7 +7,7 @@ import json
 import os
 import stat
 import threading
-from typing import Any, Literal, Union, overload
+from typing import Any, BinaryIO, Literal, Union, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -591,8 +591,13 @@ class Index:
         except (TypeError, ValueError) as error:
             raise ValueError(f"metadata: not JSON-serializable ({error})") from None
 
-    def save(self, path: PathLike) -> None:
+    def save(self, path: PathLike | BinaryIO) -> None:
         """Writes the index (with :attr:`metadata` and :attr:`ef`) atomically to ``path``.
+
+        ``path`` may also be a binary file object open for writing (``io.BytesIO``, an
+        ``open(..., "wb")`` file, a socket's makefile): the format is streamed to its
+        ``write()`` in pieces of at most 1 MiB, from its current position, and it is neither
+        flushed nor closed. Saving never holds more than the index plus a 1 MiB buffer.
 
         The bytes go to a temporary file in the same directory, which is fsynced, renamed over
         ``path``, and then the directory is fsynced. If the process is killed or the machine
@@ -606,11 +611,37 @@ class Index:
         file (a directory, FIFO, device or socket) is never replaced: OSError. A path with a
         NUL byte raises ValueError.
         """
-        self._core.save(_path_bytes(path), self._metadata_json())
+        if _is_stream(path, "write"):
+            self._core.save_to(path.write, self._metadata_json())  # type: ignore[union-attr]
+            return
+        self._core.save(_path_bytes(path), self._metadata_json())  # type: ignore[arg-type]
+
+    def to_bytes(self) -> bytes:
+        """The saved form as bytes (what :meth:`save` writes), built in place."""
+        return self._core.to_bytes(self._metadata_json())
 
     @classmethod
-    def load(cls, path: PathLike, mmap: bool = False) -> Index:
+    def from_bytes(cls, data: bytes | bytearray | memoryview) -> Index:
+        """An index from :meth:`to_bytes` output (read in place, not copied first)."""
+        if isinstance(data, str) or not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data: expected bytes, got {type(data).__name__}")
+        core, metadata_json = _core.Index.from_bytes(data)
+        return cls._from_core(core, metadata_json)
+
+    @classmethod
+    def _from_core(cls, core: _core.Index, metadata_json: bytes) -> Index:
+        metadata = _parse_metadata(metadata_json)["user"]
+        _check_loaded_rotation(core)
+        return cls(0, _core_index=core, _metadata=metadata)
+
+    @classmethod
+    def load(cls, path: PathLike | BinaryIO, mmap: bool = False) -> Index:
         """Loads a saved index; CorruptIndexError names what is wrong with a bad file.
+
+        The file is read section by section straight into the index's buffers: a load needs
+        the memory of the index, not that of the index plus the file. ``path`` may also be a
+        binary file object open for reading (its ``read()`` is called, from its current
+        position, for pieces of at most 4 MiB; it is left just past the index).
 
         ``mmap=True`` reads the float32 rows (and the links and codes of an int8 index) in
         place from a read-only mapping of the file instead of copying them: resident memory
@@ -621,10 +652,13 @@ class Index:
         """
         if not isinstance(mmap, bool):
             raise ValueError(f"mmap: expected True or False, got {mmap!r}")
-        core, metadata_json = _core.Index.load(_existing_file(path), mmap)
-        metadata = _parse_metadata(metadata_json)["user"]
-        _check_loaded_rotation(core)
-        return cls(0, _core_index=core, _metadata=metadata)
+        if _is_stream(path, "read"):
+            if mmap:
+                raise ValueError("mmap: needs a path; a file object is read, not mapped")
+            core, metadata_json = _core.Index.load_from(path.read)  # type: ignore[union-attr]
+        else:
+            core, metadata_json = _core.Index.load(_existing_file(path), mmap)  # type: ignore[arg-type]
+        return cls._from_core(core, metadata_json)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"index": self._core.to_bytes(self._metadata_json())}
@@ -637,6 +671,13 @@ class Index:
         metadata = _parse_metadata(metadata_json)["user"]
         _check_loaded_rotation(core)
         self.__init__(0, _core_index=core, _metadata=metadata)  # type: ignore[misc]
+
+
+def _is_stream(target: object, method: str) -> bool:
+    """A file object (has ``read`` / ``write``) rather than a path."""
+    return not isinstance(target, (str, bytes, os.PathLike)) and callable(
+        getattr(target, method, None)
+    )
 
 
 def _path_bytes(path: PathLike) -> bytes:
