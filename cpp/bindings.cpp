@@ -504,6 +504,33 @@ PYBIND11_MODULE(_core, m) {
           },
           py::arg("queries"), py::arg("k") = 10, py::arg("num_threads") = 0,
           py::arg("filter") = nullptr, py::arg("filters") = py::none())
+      .def(
+          "search_radius",
+          [](const Index& ix, const FloatArray& queries, float radius, std::size_t max_results,
+             std::size_t ef, bool exact, const matry::IdSet* filter, std::size_t num_threads) {
+            const std::size_t n = checked_rows(queries, ix.dim(), "queries");
+            std::vector<std::vector<std::pair<std::int64_t, float>>> found;
+            {
+              py::gil_scoped_release release;
+              ix.search_radius(queries.data(), n, radius, max_results, ef, exact, filter,
+                               num_threads, found);
+            }
+            py::list out;
+            for (const auto& pairs : found) {
+              py::array_t<std::int64_t> ids(static_cast<py::ssize_t>(pairs.size()));
+              py::array_t<float> distances(static_cast<py::ssize_t>(pairs.size()));
+              std::int64_t* id_data = ids.mutable_data();
+              float* distance_data = distances.mutable_data();
+              for (std::size_t j = 0; j < pairs.size(); ++j) {
+                id_data[j] = pairs[j].first;
+                distance_data[j] = pairs[j].second;
+              }
+              out.append(py::make_tuple(ids, distances));
+            }
+            return out;
+          },
+          py::arg("queries"), py::arg("radius"), py::arg("max_results") = 0, py::arg("ef") = 0,
+          py::arg("exact") = false, py::arg("filter") = nullptr, py::arg("num_threads") = 0)
       .def_property_readonly(
           "id_bound", py::cpp_function(&Index::id_bound, py::call_guard<py::gil_scoped_release>()))
       .def(

@@ -670,6 +670,59 @@ void Index::search(const float* queries, std::size_t n, const SearchOptions& opt
   parallel_for(n, threads, [&](std::size_t i, std::size_t worker) { run(i, *scratch[worker]); });
 }
 
+void Index::search_radius(const float* queries, std::size_t n, float radius,
+                          std::size_t max_results, std::size_t ef, bool exact, const IdSet* filter,
+                          std::size_t num_threads,
+                          std::vector<std::vector<std::pair<std::int64_t, float>>>& out) const {
+  if (!std::isfinite(radius)) throw InvalidArgument("radius: must be a finite number");
+  validate_rows(queries, n, "queries");
+  auto lock = read_lock();
+  out.assign(n, {});
+  const std::size_t nodes = store_.node_count();
+  const std::size_t limit = max_results == 0 ? nodes : max_results;
+  // The first beam: what a plain search would use, at least 16.
+  constexpr std::size_t kMinimumBeam = 16;
+  const std::size_t first_beam = std::max(ef != 0 ? ef : ef_.load(), kMinimumBeam);
+  const std::size_t threads = resolve_threads(num_threads, n);
+  std::vector<graph::LendingPool<QueryScratch>::Lease> scratch;
+  for (std::size_t t = 0; t < threads; ++t) scratch.push_back(query_scratch_.borrow());
+  parallel_for(n, threads, [&](std::size_t i, std::size_t worker) {
+    QueryScratch& s = *scratch[worker];
+    s.query.resize(params_.dim);
+    prepare_row(queries + i * params_.dim, s.query.data());
+    const float* query = s.query.data();
+    std::vector<graph::Neighbor>& candidates = s.candidates;
+    candidates.clear();
+    if (store_.live_count() > 0) {
+      if (exact) {
+        exact_candidates(query, nodes, filter, candidates);
+      } else {
+        const std::uint8_t* deleted = store_.has_deleted() ? store_.deleted_flags() : nullptr;
+        const NodeFilter accepts{deleted, store_.labels().data(), filter, nullptr};
+        // The stopping rule needs the beam ranked by the radius's own distance: a prefix
+        // index traverses at full width here (its graph serves that too); int8 codes rank
+        // closely enough, and the beam is rescored on the rows.
+        for (std::size_t beam = std::min(first_beam, nodes);; beam = std::min(2 * beam, nodes)) {
+          with_space(query, 0, quantized(), s.codes, [&](const auto& space) {
+            graph_.search(space, beam, accepts, s.graph, candidates);
+          });
+          // Codes or a prefix only ranked the beam: the radius is on full vectors.
+          if (quantized()) rerank_on_rows(query, candidates.size(), candidates);
+          // Widen only while the whole beam lies inside the radius: then more may lie beyond.
+          const bool all_inside = !candidates.empty() && candidates.back().distance <= radius;
+          if (!all_inside || candidates.size() < beam || beam >= nodes) break;
+          if (candidates.size() >= limit) break;
+        }
+      }
+    }
+    std::vector<std::pair<std::int64_t, float>>& found = out[i];
+    for (const graph::Neighbor& candidate : candidates) {
+      if (candidate.distance > radius || found.size() >= limit) break;
+      found.emplace_back(store_.label(candidate.node), candidate.distance);
+    }
+  });
+}
+
 std::size_t Index::exact_candidates(const float* query, std::size_t k, const IdSet* filter,
                                     std::vector<graph::Neighbor>& out,
                                     const std::function<bool(std::int64_t)>* accept_id) const {

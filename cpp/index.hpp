@@ -104,6 +104,14 @@ class Index {
   // out_ids / out_distances: n * k, padded with -1 / +inf.
   void search(const float* queries, std::size_t n, const SearchOptions& options,
               std::int64_t* out_ids, float* out_distances, const SearchStats& stats = {}) const;
+  // Every live id (in `filter` when given) within `radius` of each query (the search's distance:
+  // 1 - cos, or squared l2), ascending, at most `max_results` (0: no limit). Traversal: a beam
+  // search of width ef, doubled until its farthest member lies outside the radius (or it
+  // spans the index), so the boundary is searched with the recall of a k-NN search at that
+  // width; `exact` scans every row instead. out[i] holds query i's (id, distance) pairs.
+  void search_radius(const float* queries, std::size_t n, float radius, std::size_t max_results,
+                     std::size_t ef, bool exact, const IdSet* filter, std::size_t num_threads,
+                     std::vector<std::vector<std::pair<std::int64_t, float>>>& out) const;
   // Whether the cost model scans a filter's allowed ids instead of traversing the graph.
   bool prefers_brute_force(std::size_t allowed, std::size_t ef) const;
   // One past the largest id ever added: a boolean filter mask needs this many entries.

@@ -122,6 +122,16 @@ class Index(metaclass=_Pybind11Type):
         filter: IdSet | None = None,
         filters: Sequence[IdSet | None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]: ...
+    def search_radius(
+        self,
+        queries: np.ndarray,
+        radius: float,
+        max_results: int = 0,
+        ef: int = 0,
+        exact: bool = False,
+        filter: IdSet | None = None,
+        num_threads: int = 0,
+    ) -> list[tuple[np.ndarray, np.ndarray]]: ...
     @property
     def id_bound(self) -> int: ...
     def first_missing(self, ids: np.ndarray) -> int: ...

@@ -494,6 +494,66 @@ class Index:
             return ids, distances, SearchStats(brute_force.astype(np.bool_), computed)
         return found[0], found[1]
 
+    def search_radius(
+        self,
+        query: ArrayLike,
+        radius: float,
+        max_results: int | None = None,
+        ef: int | None = None,
+        *,
+        exact: bool = False,
+        filter: Any = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Every live id within ``radius`` of one query: ``(ids, distances)``, ascending.
+
+        ``radius`` is in the search's distance: 1 - cos for "cosine" and "ip", the squared
+        euclidean distance for "l2". ``max_results`` keeps the nearest that many (default:
+        no limit). :meth:`search_radius_batch` takes many queries.
+
+        Recall: the traversal is a beam search of width ``ef`` (default :attr:`ef`, at least
+        16) that doubles its width while every member of the beam lies inside the radius, so
+        it stops only once its farthest member is outside; ids near the boundary are then
+        found with the recall of a k-NN search at that width, and ids well inside it are
+        found. ``exact=True`` scans every row instead (exact, linear in the index size).
+        ``filter`` as in :meth:`search`.
+        """
+        rows = _as_rows(query, self.dim, "query")
+        if rows.shape[0] != 1:
+            raise ValueError(
+                f"query: expected one vector, got {rows.shape[0]} (use search_radius_batch)"
+            )
+        return self.search_radius_batch(
+            rows, radius, max_results, ef, exact=exact, filter=filter, num_threads=1
+        )[0]
+
+    def search_radius_batch(
+        self,
+        queries: ArrayLike,
+        radius: float,
+        max_results: int | None = None,
+        ef: int | None = None,
+        *,
+        exact: bool = False,
+        filter: Any = None,
+        num_threads: int = 0,
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`search_radius` for each query row: one ``(ids, distances)`` pair per row."""
+        rows = _as_rows(queries, self.dim, "queries")
+        if isinstance(radius, bool) or not isinstance(radius, (int, float, np.floating)):
+            raise ValueError(f"radius: expected a number, got {radius!r}")
+        if not np.isfinite(radius):
+            raise ValueError(f"radius: must be finite, got {radius}")
+        limit = 0 if max_results is None else _positive_int(max_results, "max_results")
+        ef_value = 0 if ef is None else _positive_int(ef, "ef")
+        if not isinstance(exact, bool):
+            raise ValueError(f"exact: expected True or False, got {exact!r}")
+        one, per_query = filters.resolve(filter, self, rows.shape[0])
+        if per_query is not None:
+            raise ValueError("filter: search_radius takes one filter for every query")
+        return self._core.search_radius(
+            self._rotate(rows), float(radius), limit, ef_value, exact, one, _threads(num_threads)
+        )
+
     def exact_search(
         self, queries: ArrayLike, k: int = 10, num_threads: int = 0, *, filter: Any = None
     ) -> tuple[np.ndarray, np.ndarray]:
