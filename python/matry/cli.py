@@ -1,4 +1,4 @@
-"""The ``matry`` command: ``matry demo`` and ``matry tune ...``."""
+"""The ``matry`` command: ``matry demo``, ``matry tune ...`` and ``matry bench ...``."""
 
 from __future__ import annotations
 
@@ -217,6 +217,12 @@ def _run_tune(argv: list[str]) -> int:
     return int(cli_main(argv))
 
 
+def _run_bench(argv: list[str]) -> int:
+    from .bench import main as bench_main
+
+    return int(bench_main(argv))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -257,6 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "tune", help="tune ef / M to a recall target (see matry tune --help)", add_help=False
     )
+    commands.add_parser(
+        "bench",
+        help="compare matry with other ANN libraries on your vectors (see matry bench --help)",
+        add_help=False,
+    )
     return parser
 
 
@@ -269,9 +280,11 @@ def _positive_int(text: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
-    # tune owns its arguments: hand everything after the command over untouched
+    # tune and bench own their arguments: hand everything after the command over untouched
     if arguments and arguments[0] == "tune":
         return _run_tune(arguments[1:])
+    if arguments and arguments[0] == "bench":
+        return _run_bench(arguments[1:])
     parser = build_parser()
     options = parser.parse_args(arguments)
     if options.command == "demo":
