@@ -1,5 +1,9 @@
 """Command line: ``python -m bench run|prepare|report|kernels``.
 
+``run`` hands a cached data set to the packaged runner (``matry.bench``, the code behind
+``matry bench --data``); each library is built and swept in a ``python -m matry.bench worker``
+subprocess.
+
 Examples (from the repository root)::
 
     python -m bench run --dataset glove-50 --libs matry,hnswlib,annoy,usearch,faiss,voyager
@@ -19,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import datasets, kernel_scan, report, resident, runner
+from bench import datasets, kernel_scan, report, runner
 from bench.libs import LIBRARY_NAMES
 
 
@@ -161,10 +165,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     kernels.add_argument("--out", type=Path, default=runner.REPO_ROOT / "bench" / "results")
 
-    worker = commands.add_parser("worker", help=argparse.SUPPRESS)
-    worker.add_argument("spec", type=Path)
-    resident_parser = commands.add_parser("resident", help=argparse.SUPPRESS)
-    resident_parser.add_argument("spec", type=Path)
     return parser
 
 
@@ -215,10 +215,6 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "kernels":
             return _kernels(args.out)
-        if args.command == "worker":
-            return runner.run_worker(args.spec)
-        if args.command == "resident":
-            return resident.run_spec(args.spec)
     except (ValueError, RuntimeError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
