@@ -22,6 +22,7 @@ ENCODER_INSTALLED = all(
     importlib.util.find_spec(module) is not None for module in ("onnxruntime", "tokenizers")
 )
 MATPLOTLIB_INSTALLED = importlib.util.find_spec("matplotlib") is not None
+HNSWLIB_INSTALLED = importlib.util.find_spec("hnswlib") is not None
 TIMEOUT_SECONDS = 300
 
 
@@ -80,8 +81,8 @@ def _tune_arguments(data: Path, *extra: str) -> list[str]:
 def test_help_lists_the_commands_that_exist() -> None:
     completed = _run("--help")
     assert completed.returncode == 0, completed.stderr
-    assert "demo" in completed.stdout and "tune" in completed.stdout
-    assert "bench" not in completed.stdout
+    for command in ("demo", "tune", "bench"):
+        assert command in completed.stdout
 
 
 def test_version_is_the_package_version() -> None:
@@ -91,9 +92,9 @@ def test_version_is_the_package_version() -> None:
 
 
 def test_unknown_command_is_a_usage_error() -> None:
-    completed = _run("bench", "run")
+    completed = _run("benchmark", "run")
     assert completed.returncode == 2
-    assert "invalid choice: 'bench'" in completed.stderr
+    assert "invalid choice: 'benchmark'" in completed.stderr
     assert "Traceback" not in completed.stderr
 
 
@@ -142,6 +143,31 @@ def test_tune_bad_input_names_the_problem(tmp_path: Path) -> None:
     completed = _run("tune", "--data", str(tmp_path / "missing.npy"), "--no-progress")
     assert completed.returncode == 2
     assert "no such file" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def test_bench_runs_on_the_core_install(tmp_path: Path) -> None:
+    """matry alone needs no extra; a peer library that is missing is listed with its pip line,
+    and without matplotlib the plot is skipped with a message."""
+    _small_vectors(tmp_path / "vectors.npy", n=800)
+    completed = _run(
+        "bench", "--data", "vectors.npy", "--libs", "matry,hnswlib", "--out", "out",
+        "--ef-values", "10,40", "--single-query-count", "20", "--no-resident", "--no-progress",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    out = tmp_path / "out"
+    lines = (out / "results.jsonl").read_text().splitlines()
+    libraries = {json.loads(line)["library"] for line in lines}
+    assert libraries == ({"matry", "hnswlib"} if HNSWLIB_INSTALLED else {"matry"})
+    if not HNSWLIB_INSTALLED:
+        assert "- hnswlib: not installed (pip install hnswlib)" in completed.stdout
+    assert "| matry |" in (out / "table.md").read_text()
+    if MATPLOTLIB_INSTALLED:
+        assert (out / "plot.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    else:
+        assert "matplotlib is not installed (pip install 'matry[plot]')" in completed.stdout
+        assert not (out / "plot.png").exists()
     assert "Traceback" not in completed.stderr
 
 

@@ -33,22 +33,32 @@ from ._adapters import (
     resolve_libraries,
 )
 from ._cli import main
-from ._prepare import PreparedData, exact_neighbours, prepare_files
+from ._prepare import (
+    Inputs,
+    PreparedData,
+    exact_neighbours,
+    load_inputs,
+    prepare_files,
+    write_prepared,
+)
 from ._runner import RunConfig, run_benchmark
 
 __all__ = [
     "ADAPTERS",
     "ALIASES",
     "DEFAULT_NAMES",
+    "Inputs",
     "LIBRARY_NAMES",
     "USER_NAMES",
     "LibraryAdapter",
     "PreparedData",
     "RunConfig",
     "exact_neighbours",
+    "load_inputs",
     "main",
     "make_adapter",
     "prepare_files",
     "resolve_libraries",
     "run_benchmark",
+    "write_prepared",
 ]

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ._adapters import ADAPTERS, DEFAULT_NAMES, USER_NAMES, resolve_libraries
-from ._prepare import DEFAULT_QUERY_COUNT, METRICS, prepare_files
-from ._report import TIMERS
+from ._prepare import DEFAULT_QUERY_COUNT, METRICS, load_inputs, write_prepared
+from ._report import TIMERS, skipped_text
 from ._runner import (
     DEFAULT_ANNOY_SEARCH_K,
     DEFAULT_ANNOY_TREES,
@@ -232,13 +232,33 @@ def _run(args: Any) -> int:
         path = getattr(args, option)
         if path is not None and not Path(path).is_file():
             raise ValueError(f"--{option}: {path}: no such file")
-    # Not installed: listed (with the pip command), never run. Checked before reading the data.
+    # Not installed: listed (with the pip command), never run.
     skipped = {
         name: ADAPTERS[name].not_installed_reason()
         for name in libraries
         if not ADAPTERS[name].available()
     }
     runnable = [name for name in libraries if name not in skipped]
+    if not runnable:
+        print(
+            "matry bench: none of the libraries of --libs is installed:\n"
+            + skipped_text(skipped)
+            + f"\n({BENCH_EXTRA} installs them all)",
+            file=sys.stderr,
+        )
+        return 1
+    # Everything is read and checked before any folder is made: a bad input changes nothing.
+    started = time.perf_counter()
+    inputs = load_inputs(
+        args.data,
+        queries=args.queries,
+        metric=args.metric,
+        k=args.k,
+        column=args.column,
+        query_count=args.queries_count,
+        max_base=args.max_base,
+        seed=args.seed,
+    )
     out = check_out_dir(args.out) if args.out is not None else default_out_dir(Path.cwd())
     print(f"matry bench: results in {out}", flush=True)
     print(
@@ -266,19 +286,8 @@ def _run(args: Any) -> int:
         skipped=skipped,
     )
     with tempfile.TemporaryDirectory(prefix=".matry-bench-data-", dir=out) as work:
-        started = time.perf_counter()
-        data = prepare_files(
-            args.data,
-            Path(work),
-            out / GROUND_TRUTH_DIR,
-            queries=args.queries,
-            metric=args.metric,
-            k=args.k,
-            column=args.column,
-            query_count=args.queries_count,
-            max_base=args.max_base,
-            seed=args.seed,
-            progress=not args.no_progress,
+        data = write_prepared(
+            inputs, Path(work), out / GROUND_TRUTH_DIR, progress=not args.no_progress
         )
         seconds = time.perf_counter() - started
         print(
@@ -289,7 +298,7 @@ def _run(args: Any) -> int:
         status = run_benchmark(data, config, out)
     if skipped:
         print(f"{BENCH_EXTRA} installs every library this command compares.", flush=True)
-    if not runnable or not (out / "results.jsonl").stat().st_size:
+    if not (out / "results.jsonl").stat().st_size:
         print("matry bench: no library produced results", file=sys.stderr)
         return 1
     return status

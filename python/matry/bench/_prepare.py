@@ -235,10 +235,21 @@ def hold_out(count: int, queries: int, seed: int) -> tuple[np.ndarray, np.ndarra
     return permutation[:queries], np.sort(permutation[queries:])
 
 
-def prepare_files(
+@dataclass
+class Inputs:
+    """The checked base rows and queries of a run (cosine rows normalized), before any file is
+    written."""
+
+    name: str
+    base: np.ndarray
+    queries: np.ndarray
+    metric: str
+    k: int
+    source: str
+
+
+def load_inputs(
     data: str | os.PathLike[str],
-    work_dir: Path,
-    cache_dir: Path,
     *,
     queries: str | os.PathLike[str] | None = None,
     metric: str = "cosine",
@@ -247,17 +258,15 @@ def prepare_files(
     query_count: int | None = None,
     max_base: int | None = None,
     seed: int = 0,
-    progress: bool = True,
-) -> PreparedData:
-    """Read, split, check and normalize the user's vectors, write the arrays the workers read
-    to ``work_dir``, and find (or compute and cache in ``cache_dir``) the exact neighbours.
+) -> Inputs:
+    """Read, split, check and normalize the user's vectors; nothing is written.
 
     Without ``queries``, ``query_count`` rows (default: 1,000, at most a tenth of the data) are
     held out at random (``seed``) and the rest is the base; with ``queries``, ``query_count``
     keeps the first that many. ``max_base`` keeps the first rows of the base. Raises ValueError
-    naming the option at fault.
+    naming the option at fault (and the row of the file, for NaN, zero or non-unit rows).
     """
-    index_metric = index_metric_of(metric)
+    index_metric_of(metric)
     if k < 1:
         raise ValueError(f"--k: must be >= 1, got {k}")
     for option, value in (("--queries-count", query_count), ("--max-base", max_base)):
@@ -279,12 +288,13 @@ def prepare_files(
         query_matrix, base = vectors[query_rows], vectors[base_rows]
         source += f" ({wanted:,} rows held out as queries, seed {seed})"
     else:
-        query_matrix = check_rows(read_vectors(queries, column), "--queries", metric)
+        query_matrix = read_vectors(queries, column)
         if query_matrix.shape[1] != vectors.shape[1]:
             raise ValueError(
                 f"--queries: {queries} has dimension {query_matrix.shape[1]}, but --data "
                 f"{data} has dimension {vectors.shape[1]}"
             )
+        query_matrix = check_rows(query_matrix, "--queries", metric)
         if query_count is not None:
             query_matrix = query_matrix[:query_count]
         base = vectors
@@ -295,28 +305,54 @@ def prepare_files(
         source += f", first {max_base:,} base rows"
     if k > len(base):
         raise ValueError(f"--k: {k} neighbours need at least {k} base vectors, have {len(base)}")
-    base = np.ascontiguousarray(base)
-    query_matrix = np.ascontiguousarray(query_matrix)
+    return Inputs(
+        name=Path(data).stem,
+        base=np.ascontiguousarray(base),
+        queries=np.ascontiguousarray(query_matrix),
+        metric=metric,
+        k=k,
+        source=source,
+    )
 
+
+def write_prepared(
+    inputs: Inputs, work_dir: Path, cache_dir: Path, progress: bool = True
+) -> PreparedData:
+    """Write the arrays the workers read to ``work_dir`` and find (or compute and cache in
+    ``cache_dir``) the exact neighbours."""
+    index_metric = index_metric_of(inputs.metric)
     work_dir.mkdir(parents=True, exist_ok=True)
     base_path, queries_path = work_dir / "base.npy", work_dir / "queries.npy"
-    np.save(base_path, base)
-    np.save(queries_path, query_matrix)
+    np.save(base_path, inputs.base)
+    np.save(queries_path, inputs.queries)
     gt_ids, gt_scores, cached = cached_ground_truth(
-        cache_dir, base, query_matrix, k, index_metric, progress=progress
+        cache_dir, inputs.base, inputs.queries, inputs.k, index_metric, progress=progress
     )
     if cached:
         print(f"ground truth: cached ({gt_ids.parent})", flush=True)
     return PreparedData(
-        name=Path(data).stem,
+        name=inputs.name,
         base_path=str(base_path),
         queries_path=str(queries_path),
         gt_ids_path=str(gt_ids),
         gt_scores_path=str(gt_scores),
-        metric=metric,
+        metric=inputs.metric,
         index_metric=index_metric,
-        n_base=len(base),
-        n_queries=len(query_matrix),
-        dim=int(base.shape[1]),
-        source=source,
+        n_base=len(inputs.base),
+        n_queries=len(inputs.queries),
+        dim=int(inputs.base.shape[1]),
+        source=inputs.source,
     )
+
+
+def prepare_files(
+    data: str | os.PathLike[str],
+    work_dir: Path,
+    cache_dir: Path,
+    *,
+    progress: bool = True,
+    **options: Any,
+) -> PreparedData:
+    """:func:`load_inputs` (``options``: queries, metric, k, column, query_count, max_base,
+    seed), then :func:`write_prepared`."""
+    return write_prepared(load_inputs(data, **options), work_dir, cache_dir, progress=progress)
