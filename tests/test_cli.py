@@ -193,3 +193,39 @@ def test_demo_without_progress_bar() -> None:
     else:
         assert completed.returncode == 1
         assert "pip install 'matry[encoder]'" in completed.stderr
+
+
+def test_demo_corpus_always_holds_an_answer_of_every_query() -> None:
+    from matry.cli import DEMO_QUERIES, demo_corpus
+
+    for count in (1, 30, 2000):
+        pairs, answers = demo_corpus(count)
+        assert len(pairs) == max(count, len(DEMO_QUERIES))
+        names = {name for name, _ in pairs}  # a property's getter and setter share one
+        assert len({text for _, text in pairs}) == len(pairs)
+        assert list(answers) == [query.text for query in DEMO_QUERIES]
+        for query in DEMO_QUERIES:
+            assert answers[query.text], query.text
+            assert set(answers[query.text]) <= names & set(query.answers)
+
+
+def test_demo_finds_a_right_answer_for_every_built_in_query() -> None:
+    from matry.cli import DEMO_QUERIES
+
+    completed = _run("demo", "--count", "60", "--no-progress")
+    if not ENCODER_INSTALLED:
+        assert completed.returncode == 1
+        assert "pip install 'matry[encoder]'" in completed.stderr
+        return
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    blocks = completed.stdout.split("\nquery: ")[1:]
+    assert [block.split("  (encode", 1)[0] for block in blocks] == [
+        repr(query.text) for query in DEMO_QUERIES
+    ]
+    for block, query in zip(blocks, DEMO_QUERIES):
+        verdict = next(line for line in block.splitlines() if "right answer" in line)
+        name, rank = verdict.split("right answer: ", 1)[1].split(", rank ")
+        assert name in query.answers and int(rank.split()[0]) <= 3, verdict
+    assert f"{len(DEMO_QUERIES)} of {len(DEMO_QUERIES)} queries have a right answer" in (
+        completed.stdout
+    )
