@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from bench import datasets, kernel_scan, report, runner
-from bench.libs import LIBRARY_NAMES
+from bench.libs import LIBRARY_NAMES, resolve_libraries
 
 
 def _int_list(text: str) -> list[int]:
@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--libs",
         default=",".join(LIBRARY_NAMES),
-        help=f"comma-separated libraries (default: all of {','.join(LIBRARY_NAMES)})",
+        help=f"comma-separated libraries (default: all of {','.join(LIBRARY_NAMES)}; "
+        "glass, svs and vsag name glass-sq4u, svs-lvq and vsag-sq8)",
     )
     run.add_argument("--M", type=_positive_int, default=16, help="HNSW links per node (16)")
     run.add_argument("--ef-construction", type=_positive_int, default=200, help="(200)")
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             config = runner.RunConfig(
                 dataset=args.dataset,
-                libs=[name.strip() for name in args.libs.split(",") if name.strip()],
+                libs=resolve_libraries(args.libs),
                 M=args.M,
                 ef_construction=args.ef_construction,
                 build_threads=args.build_threads,

@@ -124,7 +124,7 @@ class LibraryAdapter(ABC):
         if not cls.available():
             return cls.not_installed_reason()
         if metric not in cls.metrics:
-            return f"supports metric {', '.join(cls.metrics)} only, not {metric}"
+            return "runs on --metric cosine or ip only" if metric == "l2" else "runs on l2 only"
         return None
 
     @classmethod
@@ -557,14 +557,15 @@ class UsearchAdapter(LibraryAdapter):
 class UsearchI8Adapter(UsearchAdapter):
     """usearch with dtype="i8": vectors stored and compared as int8, no f32 rescore.
 
-    Metric "cos" for ip data: on unit rows it orders like the inner product, and it divides
-    out the small norm changes that rounding to int8 makes (usearch scales each component by
-    127); "l2sq" for l2 data.
+    Metric "cos": on unit rows it orders like the inner product, and it divides out the small
+    norm changes that rounding to int8 makes (usearch scales each component by 127, so it
+    expects components in [-1, 1]: unit rows; l2 data of any scale would be clipped).
     """
 
     name = "usearch-i8"
     ip_metric = "cos"
     dtype = "i8"
+    metrics = ("ip",)
 
 
 # ------------------------------------------------------------------------------- voyager
