@@ -188,6 +188,10 @@ def default_out_dir(parent: Path) -> Path:
             candidate.mkdir(parents=True)
         except FileExistsError:
             continue
+        except OSError as error:
+            raise ValueError(
+                f"--out: cannot make {candidate} ({error.strerror}); pass --out DIR"
+            ) from None
         return candidate
     raise ValueError(f"--out: could not make a new folder under {parent}")
 
