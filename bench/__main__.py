@@ -1,5 +1,9 @@
 """Command line: ``python -m bench run|prepare|report|kernels``.
 
+``run`` hands a cached data set to the packaged runner (``matry.bench``, the code behind
+``matry bench --data``); each library is built and swept in a ``python -m matry.bench worker``
+subprocess.
+
 Examples (from the repository root)::
 
     python -m bench run --dataset glove-50 --libs matry,hnswlib,annoy,usearch,faiss,voyager
@@ -19,8 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import datasets, kernel_scan, report, resident, runner
-from bench.libs import LIBRARY_NAMES
+from bench import datasets, kernel_scan, report, runner
+from bench.libs import LIBRARY_NAMES, resolve_libraries
 
 
 def _int_list(text: str) -> list[int]:
@@ -78,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--libs",
         default=",".join(LIBRARY_NAMES),
-        help=f"comma-separated libraries (default: all of {','.join(LIBRARY_NAMES)})",
+        help=f"comma-separated libraries (default: all of {','.join(LIBRARY_NAMES)}; "
+        "glass, svs and vsag name glass-sq4u, svs-lvq and vsag-sq8)",
     )
     run.add_argument("--M", type=_positive_int, default=16, help="HNSW links per node (16)")
     run.add_argument("--ef-construction", type=_positive_int, default=200, help="(200)")
@@ -161,10 +166,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     kernels.add_argument("--out", type=Path, default=runner.REPO_ROOT / "bench" / "results")
 
-    worker = commands.add_parser("worker", help=argparse.SUPPRESS)
-    worker.add_argument("spec", type=Path)
-    resident_parser = commands.add_parser("resident", help=argparse.SUPPRESS)
-    resident_parser.add_argument("spec", type=Path)
     return parser
 
 
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             config = runner.RunConfig(
                 dataset=args.dataset,
-                libs=[name.strip() for name in args.libs.split(",") if name.strip()],
+                libs=resolve_libraries(args.libs),
                 M=args.M,
                 ef_construction=args.ef_construction,
                 build_threads=args.build_threads,
@@ -215,10 +216,6 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "kernels":
             return _kernels(args.out)
-        if args.command == "worker":
-            return runner.run_worker(args.spec)
-        if args.command == "resident":
-            return resident.run_spec(args.spec)
     except (ValueError, RuntimeError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,8 +1,9 @@
-"""Smoke test of the benchmark runner (bench/) on a tiny random data set.
+"""Smoke test of the repository's benchmark command (bench/) on a tiny random data set.
 
 Runs ``python -m bench run`` end to end with matry (and hnswlib when it is installed; the test
-needs nothing from the ``bench`` extra) and checks that the data set cache, results.jsonl,
-table.md and plot.png are written and well-formed. No timing is asserted.
+needs nothing from the ``bench`` extra): bench/ prepares and caches the data set, the packaged
+runner (matry.bench) builds and sweeps in its worker subprocesses. Checks that the data set
+cache, results.jsonl, table.md and plot.png are written and well-formed. No timing is asserted.
 """
 
 from __future__ import annotations
@@ -97,15 +98,16 @@ def test_bench_run_writes_results_table_and_plot(tmp_path: Path) -> None:
         best = max(p["recall_at_10"] for p in points if p["library"] == library)
         assert best >= 0.9, f"{library}: recall@10 at ef={EF_VALUES[-1]} is {best}"
 
-    # table.md: four QPS tables (batched and single, wall clock and CPU time) and the build
-    # table, each naming every library.
+    # table.md: the summary, four QPS tables (batched and single, wall clock and CPU time) and
+    # the build table, each naming every library.
     table = (results_dir / "table.md").read_text()
+    assert "## Summary" in table
     assert "## QPS at recall@10, one batched call" in table
     assert "## QPS at recall@10, one query per call" in table
     assert "### QPS at recall@10, one query per call (1 thread, CPU time" in table
     assert "## Build and memory" in table
     for library in libraries:
-        assert table.count(f"| {library} |") == 5
+        assert table.count(f"| {library} |") == 6
     if "hnswlib" in libraries:
         assert "(1.00x)" in table
 

@@ -22,6 +22,7 @@ ENCODER_INSTALLED = all(
     importlib.util.find_spec(module) is not None for module in ("onnxruntime", "tokenizers")
 )
 MATPLOTLIB_INSTALLED = importlib.util.find_spec("matplotlib") is not None
+HNSWLIB_INSTALLED = importlib.util.find_spec("hnswlib") is not None
 TIMEOUT_SECONDS = 300
 
 
@@ -80,8 +81,8 @@ def _tune_arguments(data: Path, *extra: str) -> list[str]:
 def test_help_lists_the_commands_that_exist() -> None:
     completed = _run("--help")
     assert completed.returncode == 0, completed.stderr
-    assert "demo" in completed.stdout and "tune" in completed.stdout
-    assert "bench" not in completed.stdout
+    for command in ("demo", "tune", "bench"):
+        assert command in completed.stdout
 
 
 def test_version_is_the_package_version() -> None:
@@ -91,9 +92,9 @@ def test_version_is_the_package_version() -> None:
 
 
 def test_unknown_command_is_a_usage_error() -> None:
-    completed = _run("bench", "run")
+    completed = _run("benchmark", "run")
     assert completed.returncode == 2
-    assert "invalid choice: 'bench'" in completed.stderr
+    assert "invalid choice: 'benchmark'" in completed.stderr
     assert "Traceback" not in completed.stderr
 
 
@@ -145,6 +146,31 @@ def test_tune_bad_input_names_the_problem(tmp_path: Path) -> None:
     assert "Traceback" not in completed.stderr
 
 
+def test_bench_runs_on_the_core_install(tmp_path: Path) -> None:
+    """matry alone needs no extra; a peer library that is missing is listed with its pip line,
+    and without matplotlib the plot is skipped with a message."""
+    _small_vectors(tmp_path / "vectors.npy", n=800)
+    completed = _run(
+        "bench", "--data", "vectors.npy", "--libs", "matry,hnswlib", "--out", "out",
+        "--ef-values", "10,40", "--single-query-count", "20", "--no-resident", "--no-progress",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    out = tmp_path / "out"
+    lines = (out / "results.jsonl").read_text().splitlines()
+    libraries = {json.loads(line)["library"] for line in lines}
+    assert libraries == ({"matry", "hnswlib"} if HNSWLIB_INSTALLED else {"matry"})
+    if not HNSWLIB_INSTALLED:
+        assert "- hnswlib: not installed (pip install hnswlib)" in completed.stdout
+    assert "| matry |" in (out / "table.md").read_text()
+    if MATPLOTLIB_INSTALLED:
+        assert (out / "plot.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    else:
+        assert "matplotlib is not installed (pip install 'matry[plot]')" in completed.stdout
+        assert not (out / "plot.png").exists()
+    assert "Traceback" not in completed.stderr
+
+
 def test_demo_runs_or_names_the_encoder_extra() -> None:
     completed = _run("demo", "--count", "30", "-k", "1", "--query", "parse JSON text")
     if ENCODER_INSTALLED:
@@ -167,3 +193,39 @@ def test_demo_without_progress_bar() -> None:
     else:
         assert completed.returncode == 1
         assert "pip install 'matry[encoder]'" in completed.stderr
+
+
+def test_demo_corpus_always_holds_an_answer_of_every_query() -> None:
+    from matry.cli import DEMO_QUERIES, demo_corpus
+
+    for count in (1, 30, 2000):
+        pairs, answers = demo_corpus(count)
+        assert len(pairs) == max(count, len(DEMO_QUERIES))
+        names = {name for name, _ in pairs}  # a property's getter and setter share one
+        assert len({text for _, text in pairs}) == len(pairs)
+        assert list(answers) == [query.text for query in DEMO_QUERIES]
+        for query in DEMO_QUERIES:
+            assert answers[query.text], query.text
+            assert set(answers[query.text]) <= names & set(query.answers)
+
+
+def test_demo_finds_a_right_answer_for_every_built_in_query() -> None:
+    from matry.cli import DEMO_QUERIES
+
+    completed = _run("demo", "--count", "60", "--no-progress")
+    if not ENCODER_INSTALLED:
+        assert completed.returncode == 1
+        assert "pip install 'matry[encoder]'" in completed.stderr
+        return
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    blocks = completed.stdout.split("\nquery: ")[1:]
+    assert [block.split("  (encode", 1)[0] for block in blocks] == [
+        repr(query.text) for query in DEMO_QUERIES
+    ]
+    for block, query in zip(blocks, DEMO_QUERIES):
+        verdict = next(line for line in block.splitlines() if "right answer" in line)
+        name, rank = verdict.split("right answer: ", 1)[1].split(", rank ")
+        assert name in query.answers and int(rank.split()[0]) <= 3, verdict
+    assert f"{len(DEMO_QUERIES)} of {len(DEMO_QUERIES)} queries have a right answer" in (
+        completed.stdout
+    )

@@ -15,7 +15,8 @@ reaches it.
 
 from __future__ import annotations
 
-from ._cli import cli_main, read_vectors
+from .._data import read_vectors
+from ._cli import cli_main
 from ._grid import ConfigResult, GridPoint, GridReport, grid, pareto_frontier
 from ._recall import (
     EfPoint,

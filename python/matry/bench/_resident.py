@@ -1,6 +1,6 @@
 """Resident memory of a saved index: RSS growth in a fresh process after load and warm queries.
 
-``python -m bench resident SPEC.json`` imports the library (through its adapter) and loads the
+``python -m matry.bench resident SPEC.json`` imports the library (through its adapter) and loads the
 query rows it will use, then reads its resident set (``VmRSS``, with its anonymous and
 file-backed parts ``RssAnon`` / ``RssFile`` from /proc/self/status). That is the baseline: a
 bare interpreter that has imported the library. It then loads the saved index (``load`` or,
@@ -9,7 +9,7 @@ on one thread, and reads the resident set again. The growth is what serving that
 in memory; with ``mmap`` it counts the file pages the queries touched (``RssFile``), which the
 kernel may share or drop, and only the rest as private (``RssAnon``).
 
-The worker of bench/runner.py calls :func:`measure` right after saving the index it built.
+The benchmark worker (``_runner``) calls :func:`measure` right after saving the index it built.
 """
 
 from __future__ import annotations
@@ -26,11 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.libs import make_adapter
+from ._adapters import make_adapter
 
 STATUS_FIELDS = ("VmRSS", "RssAnon", "RssFile")
 TIMEOUT_SECONDS = 1800.0
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -39,6 +38,7 @@ class ResidentSpec:
 
     library: str
     options: dict[str, Any]
+    metric: str
     dim: int
     count: int
     index_path: str
@@ -65,11 +65,11 @@ def memory_status() -> dict[str, int]:
 
 
 def run_spec(spec_path: Path) -> int:
-    """Entry point of ``python -m bench resident SPEC.json`` (the measuring subprocess)."""
+    """Entry point of ``python -m matry.bench resident SPEC.json`` (the measuring process)."""
     spec = ResidentSpec(**json.loads(Path(spec_path).read_text()))
     # A writable copy: some bindings (voyager, pyvsag) refuse read-only arrays.
     queries = np.array(np.load(spec.queries_path, mmap_mode="r")[: spec.query_count], np.float32)
-    adapter = make_adapter(spec.library, spec.dim, **spec.options)
+    adapter = make_adapter(spec.library, spec.dim, spec.metric, **spec.options)
     adapter.import_library()
     gc.collect()
     before = memory_status()
@@ -97,9 +97,8 @@ def measure(spec: ResidentSpec, environment: dict[str, str] | None = None) -> di
     result_path.unlink(missing_ok=True)
     try:
         completed = subprocess.run(
-            [sys.executable, "-m", "bench", "resident", str(spec_path)],
+            [sys.executable, "-m", "matry.bench", "resident", str(spec_path)],
             env=environment if environment is not None else dict(os.environ),
-            cwd=str(REPO_ROOT),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
