@@ -353,13 +353,14 @@ void Index::compute_prefix_norm(NodeId node) {
 
 template <class Visit>
 void Index::with_space(const float* query, std::size_t width, bool on_codes,
-                       quant::CodeQuery& codes, Visit&& visit) const {
-  const float* rows = store_.rows();
+                       quant::CodeQuery& codes, Visit&& visit, const float* rows,
+                       const float* prefix_norms) const {
+  if (rows == nullptr) rows = store_.rows();
+  if (prefix_norms == nullptr) prefix_norms = prefix_inv_norms_.data();
   const std::size_t dim = params_.dim;
   const bool l2 = params_.metric == Metric::l2;
   if (width == 0 || width >= dim) width = 0;
-  const float* table =
-      width != 0 && width == params_.prefix_dim ? prefix_inv_norms_.data() : nullptr;
+  const float* table = width != 0 && width == params_.prefix_dim ? prefix_norms : nullptr;
   const float query_inv_norm = width != 0 && !l2 ? inverse_norm(kernels_, query, width) : 1.0f;
 
   // Codes cover the first code_dims dims (all of them, or the index's prefix): a traversal
@@ -866,24 +867,50 @@ std::size_t Index::compact(std::size_t num_threads) {
       std::memcpy(compacted->payload(node), graph_.payload(old), graph_.payload_bytes());
     }
   }
+  VectorStore store = store_.select(survivors, survivors.size());
+  std::vector<float> norms;
+  if (!prefix_inv_norms_.empty()) {
+    norms.reserve(survivors.size());
+    for (const NodeId old : survivors) norms.push_back(prefix_inv_norms_[old]);
+  }
   if (!survivors.empty()) {
     const std::uint8_t* deleted = store_.deleted_flags();
-    // The graph's neighbour heuristic ran on f32 rows (a prefix of them for a prefix index):
-    // repairs use the same distances. The query row only matters for query(), unused here.
+    // Distances as the graph's neighbour heuristic saw them: f32 rows (a prefix of them for a
+    // prefix index), over the new store, so node ids are the new ones. query() is unused.
     quant::CodeQuery unused;
     const std::size_t threads = resolve_threads(num_threads, survivors.size());
     std::vector<std::vector<graph::Neighbor>> buffers(threads);
-    with_space(store_.row(survivors[0]), params_.prefix_dim, false, unused, [&](const auto& space) {
-      parallel_for(survivors.size(), threads, [&](std::size_t i, std::size_t worker) {
-        const NodeId old = survivors[i];
-        std::vector<graph::Neighbor>& links = buffers[worker];
-        for (int level = 0; level <= graph_.level_of(old); ++level) {
-          graph_.repaired_links(space, deleted, old, level, links);
-          for (graph::Neighbor& link : links) link.node = new_of[link.node];
-          compacted->set_links(static_cast<NodeId>(i), level, links);
-        }
-      });
-    });
+    std::vector<std::uint8_t> repaired(survivors.size(), 0);
+    with_space(
+        store.row(0), params_.prefix_dim, false, unused,
+        [&](const auto& space) {
+          // 1. Each survivor's own rows: kept, or repaired from its neighbours' neighbours.
+          parallel_for(survivors.size(), threads, [&](std::size_t i, std::size_t worker) {
+            const NodeId old = survivors[i];
+            std::vector<graph::Neighbor>& links = buffers[worker];
+            for (int level = 0; level <= graph_.level_of(old); ++level) {
+              if (graph_.repaired_links(space, deleted, old, level, links, new_of)) {
+                repaired[i] = 1;
+              }
+              compacted->set_links(static_cast<NodeId>(i), level, links);
+            }
+          });
+          // 2. Back links from the new neighbours of repaired nodes, as an insert adds them:
+          //    nodes that lost in-links regain them (otherwise the repaired graph is sparser
+          //    than a fresh build, and slower to reach).
+          parallel_for(survivors.size(), threads, [&](std::size_t i, std::size_t worker) {
+            if (repaired[i] == 0) return;
+            const auto node = static_cast<NodeId>(i);
+            std::vector<graph::Neighbor>& links = buffers[worker];
+            for (int level = 0; level <= compacted->level_of(node); ++level) {
+              compacted->copy_links(node, level, links);
+              for (const graph::Neighbor& link : links) {
+                compacted->link_back(space, link.node, node, space.between(link.node, node), level);
+              }
+            }
+          });
+        },
+        store.rows(), norms.data());
     // The entry point survives, or the first survivor on the highest level takes its place.
     NodeId entry = graph_.entry_point();
     if (new_of[entry] == kGone) {
@@ -893,12 +920,6 @@ std::size_t Index::compact(std::size_t num_threads) {
       }
     }
     compacted->set_entry(new_of[entry], graph_.level_of(entry));
-  }
-  VectorStore store = store_.select(survivors, survivors.size());
-  std::vector<float> norms;
-  if (!prefix_inv_norms_.empty()) {
-    norms.reserve(survivors.size());
-    for (const NodeId old : survivors) norms.push_back(prefix_inv_norms_[old]);
   }
   auto lock = write_lock();
   graph_.assign_from(std::move(*compacted));

@@ -195,10 +195,12 @@ class Index {
   float full_distance(const float* query, NodeId node) const;
   // Calls visit(space) with the Space that traverses this index for `query` at `width` prefix
   // dims (0 = full): f32 rows, a prefix of them, or (on_codes) int8 codes, prepared in `codes`.
-  // The one place that choice is made.
+  // The one place that choice is made. `rows` / `prefix_norms` replace the store's (compaction
+  // builds its graph over a new store before it takes the place of the old one).
   template <class Visit>
   void with_space(const float* query, std::size_t width, bool on_codes, quant::CodeQuery& codes,
-                  Visit&& visit) const;
+                  Visit&& visit, const float* rows = nullptr,
+                  const float* prefix_norms = nullptr) const;
   void rerank_on_rows(const float* query, std::size_t count,
                       std::vector<graph::Neighbor>& candidates) const;
   // The k nearest live nodes (in `filter` when given) by brute force on full vectors,

@@ -25,6 +25,10 @@ constexpr int kMaxLevel = 64;
 // Links per upper-level row (the M parameter); layer-0 rows hold twice as many.
 constexpr std::uint32_t kMaxM = 128;
 constexpr std::size_t kMaxDegree = 2 * kMaxM;
+// A repaired row prunes a candidate only when a kept neighbour is this much closer to it than
+// the node is (FreshDiskANN's alpha): repaired rows keep more links than the strict heuristic,
+// which makes up for the in-links a removed node took with it (bench/compaction.py).
+constexpr float kRepairAlpha = 1.2f;
 
 // What one search needs besides the graph: reused across the queries of a batch, so a search
 // allocates nothing and touches no thread-local storage.
@@ -70,9 +74,22 @@ class HnswGraph {
   // node ids: its live links and, when some of them were deleted, the live links of those (two
   // hops, three when that still leaves few), pruned by the neighbour heuristic. Tombstone
   // consolidation as in FreshDiskANN, and hnswlib's repair of an updated node's neighbours.
+  // `space` measures in the ids of `new_of` (old node -> new node), and so does `out`. Returns
+  // whether the row changed (some neighbour was deleted).
   template <class Space>
-  void repaired_links(const Space& space, const std::uint8_t* deleted, NodeId node, int level,
-                      std::vector<Neighbor>& out) const;
+  bool repaired_links(const Space& space, const std::uint8_t* deleted, NodeId node, int level,
+                      std::vector<Neighbor>& out, const std::vector<NodeId>& new_of) const;
+  // A copy of a node's link row at `level` (distances unset), under the row's lock.
+  void copy_links(NodeId node, int level, std::vector<Neighbor>& out) const {
+    std::lock_guard<std::mutex> guard(lock_of(node));
+    const std::uint32_t* row = links(node, level);
+    out.clear();
+    for (std::uint32_t i = 1; i <= row[0]; ++i) out.push_back({0.0f, row[i]});
+  }
+  // Adds `node` to `neighbor`'s row at `level` (re-pruned by the heuristic when full), under
+  // the row's lock: what insert does for each new neighbour.
+  template <class Space>
+  void link_back(const Space& space, NodeId neighbor, NodeId node, float distance, int level);
   // Writes a node's link row at `level` (building a graph outside insert(): compaction).
   void set_links(NodeId node, int level, const std::vector<Neighbor>& neighbours) {
     std::uint32_t* row = links(node, level);
@@ -144,9 +161,7 @@ class HnswGraph {
   // keep a candidate only if it is closer to the base than to every neighbour kept so far.
   template <class Space>
   void select_neighbors(const Space& space, std::vector<Neighbor>& candidates,
-                        std::size_t max_count) const;
-  template <class Space>
-  void link_back(const Space& space, NodeId neighbor, NodeId node, float distance, int level);
+                        std::size_t max_count, float alpha = 1.0f) const;
 
   std::uint32_t M_;
   std::uint32_t max_degree0_;
@@ -240,14 +255,14 @@ void HnswGraph::search_layer_for_insert(const Space& space, NodeId entry, int le
 
 template <class Space>
 void HnswGraph::select_neighbors(const Space& space, std::vector<Neighbor>& candidates,
-                                 std::size_t max_count) const {
+                                 std::size_t max_count, float alpha) const {
   if (candidates.size() <= max_count) return;
   std::size_t kept = 0;
   for (std::size_t i = 0; i < candidates.size() && kept < max_count; ++i) {
     const Neighbor candidate = candidates[i];
     bool diverse = true;
     for (std::size_t j = 0; j < kept; ++j) {
-      if (space.between(candidate.node, candidates[j].node) < candidate.distance) {
+      if (alpha * space.between(candidate.node, candidates[j].node) < candidate.distance) {
         diverse = false;
         break;
       }
@@ -286,8 +301,9 @@ void HnswGraph::link_back(const Space& space, NodeId neighbor, NodeId node, floa
 }
 
 template <class Space>
-void HnswGraph::repaired_links(const Space& space, const std::uint8_t* deleted, NodeId node,
-                               int level, std::vector<Neighbor>& out) const {
+bool HnswGraph::repaired_links(const Space& space, const std::uint8_t* deleted, NodeId node,
+                               int level, std::vector<Neighbor>& out,
+                               const std::vector<NodeId>& new_of) const {
   out.clear();
   const std::uint32_t* row = links(node, level);
   const std::uint32_t limit = max_degree(level);
@@ -299,7 +315,10 @@ void HnswGraph::repaired_links(const Space& space, const std::uint8_t* deleted, 
       out.push_back({0.0f, row[i]});
     }
   }
-  if (lost.empty()) return;  // nothing to repair: the row stays as it is, in its order
+  if (lost.empty()) {  // nothing to repair: the row stays as it is, in its order
+    for (Neighbor& kept : out) kept.node = new_of[kept.node];
+    return false;
+  }
   std::vector<NodeId> candidates;
   for (const Neighbor& kept : out) candidates.push_back(kept.node);
   std::vector<NodeId> next_lost;
@@ -326,11 +345,13 @@ void HnswGraph::repaired_links(const Space& space, const std::uint8_t* deleted, 
     lost.swap(next_lost);
   }
   out.clear();
+  const NodeId base = new_of[node];
   for (const NodeId candidate : candidates) {
-    out.push_back({space.between(node, candidate), candidate});
+    out.push_back({space.between(base, new_of[candidate]), new_of[candidate]});
   }
   std::sort(out.begin(), out.end(), closer);
-  select_neighbors(space, out, limit);
+  select_neighbors(space, out, limit, kRepairAlpha);
+  return true;
 }
 
 template <class Space>
