@@ -1,6 +1,7 @@
 // Concurrency stress of the C++ core, for ThreadSanitizer (.ci/sanitize): one matry::Index, four
-// threads searching (full width and prefix, a snapshot with to_bytes now and then), one adding
-// batches (some of them replacing live ids), one removing random live ids, for a given time.
+// threads searching (full width and prefix, every third search filtered to even ids, a range
+// search and a snapshot with to_bytes now and then), one adding batches (some of them replacing
+// live ids), one removing random live ids, one compacting now and then, for a given time.
 //
 // Every search result is checked: each id is -1 (padding, distance +inf) or an id handed to the
 // adder, distances ascend, and no id whose remove() returned before the search began comes back;
@@ -43,6 +44,7 @@ constexpr std::size_t kMaxIds = 400000;
 constexpr std::size_t kMinLive = 1000;
 constexpr std::uint64_t kRemoveRatio = 2;
 constexpr auto kSnapshotInterval = std::chrono::seconds(3);
+constexpr auto kCompactInterval = std::chrono::milliseconds(700);
 
 using Clock = std::chrono::steady_clock;
 
@@ -76,6 +78,9 @@ struct Shared {
   std::atomic<std::uint64_t> add_batches{0};
   std::atomic<std::uint64_t> rows_replaced{0};
   std::atomic<std::uint64_t> removes{0};
+  std::atomic<std::uint64_t> compactions{0};
+  std::atomic<std::uint64_t> filtered_searches{0};
+  std::atomic<std::uint64_t> range_searches{0};
 
   void fail(std::string message) {
     const std::lock_guard<std::mutex> lock(error_mutex);
@@ -125,8 +130,16 @@ void check_results(Shared& shared, const std::vector<std::int64_t>& ids,
   }
 }
 
+// Even ids only: a filter that every third search applies.
+matry::IdSet even_ids() {
+  std::vector<std::int64_t> ids;
+  for (std::int64_t id = 0; id < static_cast<std::int64_t>(kMaxIds); id += 2) ids.push_back(id);
+  return matry::IdSet::from_ids(ids.data(), ids.size());
+}
+
 void searcher(Shared& shared, std::size_t number) {
   std::mt19937_64 rng(1000 + number);
+  const matry::IdSet even = even_ids();
   std::vector<std::int64_t> ids(kQueriesPerSearch * kK);
   std::vector<float> distances(kQueriesPerSearch * kK);
   auto next_snapshot = Clock::now() + kSnapshotInterval;
@@ -138,9 +151,27 @@ void searcher(Shared& shared, std::size_t number) {
     options.ef = 32 + (round % 4) * 16;
     options.prefix_dim = (round % 2 == 0) ? kDim : kPrefixDim;  // full width, then prefix
     options.num_threads = 1;
+    const bool filtered = round % 3 == 0;
+    if (filtered) options.filter = &even;
     const std::uint64_t clock_before = shared.removal_clock.load();
     shared.index.search(queries.data(), kQueriesPerSearch, options, ids.data(), distances.data());
     check_results(shared, ids, distances, shared.issued.load(), clock_before);
+    if (filtered) {
+      for (const std::int64_t id : ids) {
+        if (id >= 0 && id % 2 != 0)
+          shared.fail("filtered search returned odd id " + std::to_string(id));
+      }
+      ++shared.filtered_searches;
+    }
+    if (round % 16 == 5) {
+      std::vector<std::vector<std::pair<std::int64_t, float>>> found;
+      shared.index.search_radius(queries.data(), 1, 0.5f, 50, 16, false, nullptr, 1, found);
+      for (const auto& [id, distance] : found[0]) {
+        if (distance > 0.5f || id < 0)
+          shared.fail("range search returned a point outside the radius");
+      }
+      ++shared.range_searches;
+    }
     ++shared.searches;
     ++round;
     if (number == 0 && Clock::now() >= next_snapshot) {
@@ -224,6 +255,19 @@ void remover(Shared& shared) {
   }
 }
 
+void compactor(Shared& shared) {
+  auto next = Clock::now() + kCompactInterval;
+  while (!shared.stop) {
+    if (Clock::now() < next) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      continue;
+    }
+    shared.index.compact(2);
+    ++shared.compactions;
+    next = Clock::now() + kCompactInterval;
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -254,6 +298,7 @@ int main(int argc, char** argv) {
   }
   threads.emplace_back([&shared] { guarded(shared, "adder", [&] { adder(shared); }); });
   threads.emplace_back([&shared] { guarded(shared, "remover", [&] { remover(shared); }); });
+  threads.emplace_back([&shared] { guarded(shared, "compactor", [&] { compactor(shared); }); });
   const auto deadline = started + std::chrono::duration<double>(seconds);
   while (!shared.stop && Clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -269,16 +314,21 @@ int main(int argc, char** argv) {
   std::printf(
       "matry_stress: %.1f s, %zu searching threads: %llu searches (%zu queries each), %llu "
       "snapshots; 1 adding thread: %llu rows in %llu batches, %llu rows replaced; 1 removing "
-      "thread: %llu removes; final size %zu; %zu errors\n",
+      "thread: %llu removes; %llu compactions; %llu filtered and %llu range searches; final "
+      "size %zu; %zu errors\n",
       elapsed, kSearchThreads, static_cast<unsigned long long>(shared.searches.load()),
       kQueriesPerSearch, static_cast<unsigned long long>(shared.snapshots.load()),
       static_cast<unsigned long long>(shared.rows_added.load()),
       static_cast<unsigned long long>(shared.add_batches.load()),
       static_cast<unsigned long long>(shared.rows_replaced.load()),
-      static_cast<unsigned long long>(shared.removes.load()), shared.index.size(),
+      static_cast<unsigned long long>(shared.removes.load()),
+      static_cast<unsigned long long>(shared.compactions.load()),
+      static_cast<unsigned long long>(shared.filtered_searches.load()),
+      static_cast<unsigned long long>(shared.range_searches.load()), shared.index.size(),
       shared.errors.size());
   for (const std::string& error : shared.errors) std::fprintf(stderr, "error: %s\n", error.c_str());
-  const bool did_work = shared.searches > 0 && shared.add_batches > 0 && shared.removes > 0;
+  const bool did_work = shared.searches > 0 && shared.add_batches > 0 && shared.removes > 0 &&
+                        shared.compactions > 0 && shared.filtered_searches > 0;
   if (!did_work) std::fprintf(stderr, "error: a thread made no progress\n");
   return shared.errors.empty() && did_work ? 0 : 1;
 }
