@@ -61,9 +61,13 @@ _EXACT_CHUNK = 16384
 # out of its identity so that, e.g., a new timeout does not make a saved store unloadable.
 _OPERATIONAL_SETTINGS = frozenset(
     {
+        "async_client",
         "batch_size",
         "chunk_size",
+        "client",
         "embed_batch_size",
+        "http_async_client",
+        "http_client",
         "max_concurrency",
         "max_retries",
         "num_threads",
@@ -301,7 +305,7 @@ class MatryVectorStore(VectorStore):
         ef: int | None = None,
     ) -> None:
         self._embedding = _as_embeddings(embedding)
-        self._identity = embedder_identity(self._embedding)
+        embedder_identity(self._embedding)  # fails now if the embedder cannot be identified
         self._index_settings: dict[str, Any] = {
             "M": M,
             "ef_construction": ef_construction,
@@ -327,8 +331,9 @@ class MatryVectorStore(VectorStore):
 
     @property
     def embedder_identity(self) -> dict[str, Any]:
-        """What :meth:`save` records about the embedder (see :func:`embedder_identity`)."""
-        return dict(self._identity)
+        """What :meth:`save` records about the embedder (see :func:`embedder_identity`),
+        computed from its current settings."""
+        return embedder_identity(self._embedding)
 
     @property
     def index(self) -> Index | None:
@@ -341,7 +346,9 @@ class MatryVectorStore(VectorStore):
         return len(self._records)
 
     def __repr__(self) -> str:
-        return f"MatryVectorStore({len(self)} documents, embedder={_describe(self._identity)})"
+        return (
+            f"MatryVectorStore({len(self)} documents, embedder={_describe(self.embedder_identity)})"
+        )
 
     def _new_index(self, dim: int) -> Index:
         index = Index(dim, metric="cosine", **self._index_settings)
@@ -399,7 +406,7 @@ class MatryVectorStore(VectorStore):
         if index is not None and width != index.dim:
             raise ContractError(
                 f"{source}: {width}-d vectors, but this store holds {index.dim}-d vectors of "
-                f"{_describe(self._identity)}: they cannot come from the same embedder"
+                f"{_describe(self.embedder_identity)}: they cannot come from the same embedder"
             )
 
     # ---------------------------------------------------------------- adding
@@ -546,11 +553,6 @@ class MatryVectorStore(VectorStore):
     ) -> None:
         """Puts everything back after a failed add (validation error, or Ctrl-C between the
         index's chunks, when part of the batch is already in)."""
-        added = [key for key in fresh if key in index]
-        if added:
-            index.remove(added)
-        if replaced and old_vectors is not None:
-            index.add(old_vectors, ids=list(replaced), replace=True)
         for key in fresh:
             record = self._records.pop(key)
             self._keys.pop(record.doc_id, None)
@@ -559,6 +561,11 @@ class MatryVectorStore(VectorStore):
             self._keys[record.doc_id] = key
         if created_index and not self._records:
             self._index = None
+        added = [key for key in fresh if key in index]
+        if added:
+            index.remove(added)
+        if replaced and old_vectors is not None:
+            index.add(old_vectors, ids=list(replaced), replace=True)
 
     # ---------------------------------------------------------------- deleting and reading
 
@@ -792,7 +799,7 @@ class MatryVectorStore(VectorStore):
             metadata.append(record.metadata)
         return {
             "format": _RECORD_FORMAT,
-            "embedder": self._identity,
+            "embedder": self.embedder_identity,
             "dim": None if self._index is None else self._index.dim,
             "index_settings": self._index_settings,
             "next_key": self._next_key,
