@@ -1,13 +1,18 @@
 // pybind11 glue only: check and convert buffers under the GIL, release it for the compute, map
 // core exceptions to Python ones. No index logic lives here.
+#include <pybind11/functional.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <cstring>
 #include <optional>
+#include <stdexcept>
 #include <string>
 
 #include "errors.hpp"
+#include "id_set.hpp"
 #include "index.hpp"
 #include "io.hpp"
 #include "kernels/dispatch.hpp"
@@ -101,6 +106,132 @@ void check_code_length(std::size_t n, const char* arguments) {
 py::tuple loaded(std::unique_ptr<Index> index, const std::string& metadata) {
   return py::make_tuple(std::move(index), py::bytes(metadata));
 }
+
+void check_filters(const std::optional<std::vector<const matry::IdSet*>>& filters, std::size_t n) {
+  if (filters && filters->size() != n) {
+    throw matry::InvalidArgument("filter: a list of filters needs one per query row (" +
+                                 std::to_string(n) + "), got " + std::to_string(filters->size()));
+  }
+}
+
+py::tuple run_search(const Index& ix, const FloatArray& queries, std::size_t k, std::size_t ef,
+                     std::size_t prefix_dim, std::size_t rerank, std::size_t num_threads,
+                     const matry::IdSet* filter,
+                     const std::optional<std::vector<const matry::IdSet*>>& filters,
+                     int filter_path, bool with_stats,
+                     const std::function<bool(std::int64_t)>& accept_id = nullptr) {
+  const std::size_t n = checked_rows(queries, ix.dim(), "queries");
+  if (k < 1) throw matry::InvalidArgument("k: must be >= 1");
+  if (filter_path < 0 || filter_path > 2) {
+    throw matry::InvalidArgument("filter_path: expected 0 (auto), 1 (graph) or 2 (brute force)");
+  }
+  check_filters(filters, n);
+  py::array_t<std::int64_t> ids({n, k});
+  py::array_t<float> distances({n, k});
+  matry::SearchOptions options;
+  options.k = k;
+  options.ef = ef;
+  options.prefix_dim = prefix_dim;
+  options.rerank = rerank;
+  options.num_threads = num_threads;
+  options.filter = filter;
+  options.filters = filters ? filters->data() : nullptr;
+  options.filter_path = static_cast<matry::FilterPath>(filter_path);
+  // pybind11's std::function wrapper takes the GIL for each call, from any thread.
+  if (accept_id) options.accept_id = &accept_id;
+  py::array_t<std::uint8_t> brute_force(with_stats ? n : 0);
+  py::array_t<std::uint64_t> computed(with_stats ? n : 0);
+  matry::SearchStats stats;
+  if (with_stats) {
+    stats.brute_force = brute_force.mutable_data();
+    stats.distances = computed.mutable_data();
+  }
+  std::int64_t* id_out = ids.mutable_data();
+  float* distance_out = distances.mutable_data();
+  {
+    py::gil_scoped_release release;
+    ix.search(queries.data(), n, options, id_out, distance_out, stats);
+  }
+  if (with_stats) return py::make_tuple(ids, distances, brute_force, computed);
+  return py::make_tuple(ids, distances);
+}
+
+// A Python stream's write(): the sink hands it bytes objects of at most kChunkBytes (copies:
+// a memoryview of the index's memory could outlive the call in the stream's hands).
+class PythonWriteSink : public matry::ByteSink {
+ public:
+  explicit PythonWriteSink(py::object write) : write_(std::move(write)) {}
+  void write(const void* data, std::size_t bytes) override {
+    const auto* cursor = static_cast<const char*>(data);
+    py::gil_scoped_acquire acquire;
+    while (bytes > 0) {
+      const std::size_t chunk = std::min(bytes, kChunkBytes);
+      write_(py::bytes(cursor, chunk));
+      cursor += chunk;
+      bytes -= chunk;
+    }
+  }
+
+ private:
+  static constexpr std::size_t kChunkBytes = std::size_t{1} << 20;
+  py::object write_;
+};
+
+// A Python stream's read(n), asked for at most kChunkBytes at a time.
+class PythonReadSource : public matry::ByteSource {
+ public:
+  explicit PythonReadSource(py::object read) : read_(std::move(read)) {}
+  std::size_t read_some(void* to, std::size_t bytes) override {
+    py::gil_scoped_acquire acquire;
+    const py::object got = read_(std::min(bytes, kChunkBytes));
+    if (!PyBytes_Check(got.ptr())) {
+      throw matry::InvalidArgument(
+          "file: read() must return bytes (open the file in binary "
+          "mode), got " +
+          py::str(py::type::handle_of(got)).cast<std::string>());
+    }
+    char* data = nullptr;
+    Py_ssize_t size = 0;
+    PyBytes_AsStringAndSize(got.ptr(), &data, &size);
+    if (static_cast<std::size_t>(size) > bytes) {
+      throw matry::InvalidArgument("file: read(n) returned more than n bytes");
+    }
+    std::memcpy(to, data, static_cast<std::size_t>(size));
+    return static_cast<std::size_t>(size);
+  }
+
+ private:
+  static constexpr std::size_t kChunkBytes = std::size_t{1} << 22;
+  py::object read_;
+};
+
+// to_bytes() straight into the bytes object it returns: allocated once at the announced size.
+class PythonBytesSink : public matry::ByteSink {
+ public:
+  void begin(std::uint64_t total_bytes) override {
+    py::gil_scoped_acquire acquire;
+    bytes_ = py::reinterpret_steal<py::object>(
+        PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(total_bytes)));
+    if (!bytes_) throw py::error_already_set();
+    data_ = PyBytes_AsString(bytes_.ptr());
+    capacity_ = total_bytes;
+  }
+  void write(const void* data, std::size_t bytes) override {
+    if (written_ + bytes > capacity_) throw std::logic_error("to_bytes: more than announced");
+    std::memcpy(data_ + written_, data, bytes);
+    written_ += bytes;
+  }
+  py::object take() {
+    if (written_ != capacity_) throw std::logic_error("to_bytes: less than announced");
+    return std::move(bytes_);
+  }
+
+ private:
+  py::object bytes_;
+  char* data_ = nullptr;
+  std::uint64_t capacity_ = 0;
+  std::uint64_t written_ = 0;
+};
 
 }  // namespace
 
@@ -219,6 +350,37 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("path"));
 
+  py::class_<matry::IdSet, std::shared_ptr<matry::IdSet>>(m, "IdSet")
+      .def_static(
+          "from_ids",
+          [](const IdArray& ids) {
+            const std::size_t n = checked_ids(ids, "filter");
+            py::gil_scoped_release release;
+            return std::make_shared<matry::IdSet>(matry::IdSet::from_ids(ids.data(), n));
+          },
+          py::arg("ids"))
+      .def_static(
+          "from_mask",
+          [](const py::array_t<bool, py::array::c_style>& mask) {
+            if (mask.ndim() != 1) throw matry::InvalidArgument("filter: a mask must be 1-D");
+            const auto* data = reinterpret_cast<const std::uint8_t*>(mask.data());
+            const auto n = static_cast<std::size_t>(mask.shape(0));
+            py::gil_scoped_release release;
+            return std::make_shared<matry::IdSet>(matry::IdSet::from_mask(data, n));
+          },
+          py::arg("mask"))
+      .def("__len__", &matry::IdSet::size)
+      .def("__contains__", &matry::IdSet::contains, py::arg("id"))
+      .def_property_readonly("id_bound", &matry::IdSet::id_bound)
+      .def_property_readonly("memory_bytes", &matry::IdSet::memory_bytes)
+      .def("ids", [](const matry::IdSet& set) {
+        py::array_t<std::int64_t> out(static_cast<py::ssize_t>(set.size()));
+        std::int64_t* data = out.mutable_data();
+        std::size_t at = 0;
+        set.for_each([&](std::int64_t id) { data[at++] = id; });
+        return out;
+      });
+
   py::class_<Index>(m, "Index")
       .def(py::init([](std::size_t dim, const std::string& metric, std::uint32_t M,
                        std::uint32_t ef_construction, std::uint64_t seed, std::size_t prefix_dim,
@@ -310,43 +472,50 @@ PYBIND11_MODULE(_core, m) {
       .def(
           "search",
           [](const Index& ix, const FloatArray& queries, std::size_t k, std::size_t ef,
-             std::size_t prefix_dim, std::size_t rerank, std::size_t num_threads) {
-            const std::size_t n = checked_rows(queries, ix.dim(), "queries");
-            if (k < 1) throw matry::InvalidArgument("k: must be >= 1");
-            py::array_t<std::int64_t> ids({n, k});
-            py::array_t<float> distances({n, k});
-            matry::SearchOptions options;
-            options.k = k;
-            options.ef = ef;
-            options.prefix_dim = prefix_dim;
-            options.rerank = rerank;
-            options.num_threads = num_threads;
-            std::int64_t* id_out = ids.mutable_data();
-            float* distance_out = distances.mutable_data();
-            {
-              py::gil_scoped_release release;
-              ix.search(queries.data(), n, options, id_out, distance_out);
-            }
-            return py::make_tuple(ids, distances);
+             std::size_t prefix_dim, std::size_t rerank, std::size_t num_threads,
+             const matry::IdSet* filter,
+             const std::optional<std::vector<const matry::IdSet*>>& filters, int filter_path,
+             const std::function<bool(std::int64_t)>& accept_id, bool with_stats) {
+            return run_search(ix, queries, k, ef, prefix_dim, rerank, num_threads, filter, filters,
+                              filter_path, with_stats, accept_id);
           },
           py::arg("queries"), py::arg("k") = 10, py::arg("ef") = 0, py::arg("prefix_dim") = 0,
-          py::arg("rerank") = 0, py::arg("num_threads") = 0)
+          py::arg("rerank") = 0, py::arg("num_threads") = 0, py::arg("filter") = nullptr,
+          py::arg("filters") = py::none(), py::arg("filter_path") = 0,
+          py::arg("accept_id") = nullptr, py::arg("with_stats") = false)
       .def(
           "exact_search",
-          [](const Index& ix, const FloatArray& queries, std::size_t k, std::size_t num_threads) {
+          [](const Index& ix, const FloatArray& queries, std::size_t k, std::size_t num_threads,
+             const matry::IdSet* filter,
+             const std::optional<std::vector<const matry::IdSet*>>& filters) {
             const std::size_t n = checked_rows(queries, ix.dim(), "queries");
             if (k < 1) throw matry::InvalidArgument("k: must be >= 1");
+            check_filters(filters, n);
             py::array_t<std::int64_t> ids({n, k});
             py::array_t<float> distances({n, k});
             std::int64_t* id_out = ids.mutable_data();
             float* distance_out = distances.mutable_data();
             {
               py::gil_scoped_release release;
-              ix.exact_search(queries.data(), n, k, num_threads, id_out, distance_out);
+              ix.exact_search(queries.data(), n, k, num_threads, id_out, distance_out, filter,
+                              filters ? filters->data() : nullptr);
             }
             return py::make_tuple(ids, distances);
           },
-          py::arg("queries"), py::arg("k") = 10, py::arg("num_threads") = 0)
+          py::arg("queries"), py::arg("k") = 10, py::arg("num_threads") = 0,
+          py::arg("filter") = nullptr, py::arg("filters") = py::none())
+      .def_property_readonly(
+          "id_bound", py::cpp_function(&Index::id_bound, py::call_guard<py::gil_scoped_release>()))
+      .def(
+          "first_missing",
+          [](const Index& ix, const IdArray& ids) {
+            const std::size_t n = checked_ids(ids, "ids");
+            py::gil_scoped_release release;
+            return ix.first_missing(ids.data(), n);
+          },
+          py::arg("ids"))
+      .def("prefers_brute_force", &Index::prefers_brute_force, py::arg("allowed"), py::arg("ef"),
+           py::call_guard<py::gil_scoped_release>())
       .def(
           "remove",
           [](Index& ix, const IdArray& ids) {
@@ -364,6 +533,10 @@ PYBIND11_MODULE(_core, m) {
           },
           py::arg("ids"))
       .def("reorder", &Index::reorder, py::call_guard<py::gil_scoped_release>())
+      .def_property_readonly(
+          "entry_id", py::cpp_function(&Index::entry_id, py::call_guard<py::gil_scoped_release>()))
+      .def("compact", &Index::compact, py::arg("num_threads") = 0,
+           py::call_guard<py::gil_scoped_release>())
       .def("contains", &Index::contains, py::arg("id"), py::call_guard<py::gil_scoped_release>())
       .def(
           "get",
@@ -425,14 +598,35 @@ PYBIND11_MODULE(_core, m) {
       .def(
           "to_bytes",
           [](const Index& ix, const std::string& metadata) {
-            std::string bytes;
+            PythonBytesSink sink;
             {
               py::gil_scoped_release release;
-              bytes = ix.to_bytes(metadata);
+              ix.save_to(sink, metadata);
             }
-            return py::bytes(bytes);
+            return sink.take();
           },
           py::arg("metadata") = "{}")
+      .def(
+          "save_to",
+          [](const Index& ix, py::object write, const std::string& metadata) {
+            PythonWriteSink sink(std::move(write));
+            py::gil_scoped_release release;
+            ix.save_to(sink, metadata);
+          },
+          py::arg("write"), py::arg("metadata") = "{}")
+      .def_static(
+          "load_from",
+          [](py::object read) {
+            PythonReadSource source(std::move(read));
+            std::string metadata;
+            std::unique_ptr<Index> index;
+            {
+              py::gil_scoped_release release;
+              index = Index::load_from(source, metadata);
+            }
+            return loaded(std::move(index), metadata);
+          },
+          py::arg("read"))
       .def_static(
           "load",
           [](const std::string& path, bool mmap) {
@@ -447,13 +641,20 @@ PYBIND11_MODULE(_core, m) {
           py::arg("path"), py::arg("mmap") = false)
       .def_static(
           "from_bytes",
-          [](const py::bytes& data) {
-            std::string bytes = data;
+          [](const py::buffer& data) {
+            // Read in place: a bytes object is immutable, and an exported buffer (bytearray,
+            // memoryview) cannot be resized while this holds it.
+            const py::buffer_info view = data.request();
+            if (view.ndim != 1 || view.strides[0] != view.itemsize) {
+              throw matry::InvalidArgument("data: expected bytes or a contiguous 1-D buffer");
+            }
             std::string metadata;
             std::unique_ptr<Index> index;
             {
               py::gil_scoped_release release;
-              index = Index::from_bytes(bytes, metadata);
+              index =
+                  Index::from_buffer(static_cast<const unsigned char*>(view.ptr),
+                                     static_cast<std::size_t>(view.size * view.itemsize), metadata);
             }
             return loaded(std::move(index), metadata);
           },

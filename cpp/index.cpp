@@ -538,15 +538,42 @@ float Index::full_distance(const float* query, NodeId node) const {
   return 1.0f - kernels_.dot(query, row, params_.dim);
 }
 
-// Per-thread buffers of a batch search, borrowed once per thread.
+std::uint64_t Index::id_bound() const {
+  auto lock = read_lock();
+  return store_.next_label();
+}
 
-void Index::search_one(const float* raw_query, const SearchOptions& options, QueryScratch& scratch,
-                       std::int64_t* out_ids, float* out_distances) const {
+std::int64_t Index::first_missing(const std::int64_t* ids, std::size_t n) const {
+  auto lock = read_lock();
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!store_.find_live(ids[i])) return static_cast<std::int64_t>(i);
+  }
+  return -1;
+}
+
+bool Index::prefers_brute_force(std::size_t allowed, std::size_t ef) const {
+  // Measured on glove-50 and MiniLM (bench/filter.py): an unfiltered search computes about
+  // kDistancesPerEf * ef distances, and a filter that admits a fraction f of the nodes needs
+  // about 1/f times as many (the beam must collect ef admitted nodes). A scan computes one
+  // distance per allowed id, each a random row read, about as costly as a traversal's.
+  constexpr double kDistancesPerEf = 12.0;
+  const std::size_t live = std::max<std::size_t>(store_.live_count(), 1);
+  const double fraction = std::min(1.0, static_cast<double>(allowed) / static_cast<double>(live));
+  if (fraction <= 0.0) return true;
+  const double traversal = kDistancesPerEf * static_cast<double>(ef) / fraction;
+  return static_cast<double>(allowed) <= traversal;
+}
+
+std::size_t Index::search_one(const float* raw_query, const SearchOptions& options,
+                              const IdSet* filter, QueryScratch& scratch, std::int64_t* out_ids,
+                              float* out_distances, bool* brute_force) const {
   const std::size_t dim = params_.dim;
   const std::size_t k = options.k;
   std::fill(out_ids, out_ids + k, -1);
   std::fill(out_distances, out_distances + k, std::numeric_limits<float>::infinity());
-  if (store_.live_count() == 0) return;
+  *brute_force = false;
+  if (store_.live_count() == 0 || (filter != nullptr && filter->size() == 0)) return 0;
+  const std::function<bool(std::int64_t)>* accept_id = options.accept_id;
 
   scratch.query.resize(dim);
   prepare_row(raw_query, scratch.query.data());
@@ -563,23 +590,53 @@ void Index::search_one(const float* raw_query, const SearchOptions& options, Que
       std::min(std::max({options.ef != 0 ? options.ef : ef_.load(), k, options.rerank}),
                std::max(k, store_.node_count()));
 
-  with_space(query, width, quantized(), scratch.codes, [&](const auto& space) {
-    graph_.search(space, ef, deleted, graph_scratch, candidates);
-  });
-  if (width != 0 || quantized()) {
-    // Distances of a prefix or of codes only rank the beam: rescore its best on full rows.
-    rerank_on_rows(query, options.rerank != 0 ? options.rerank : default_rerank(width != 0, k, ef),
-                   candidates);
+  std::size_t distances = 0;
+  bool scan = false;
+  const bool filtered = filter != nullptr || accept_id != nullptr;
+  if (filtered) {
+    // A callback's selectivity is unknown: it traverses unless told to scan.
+    scan = options.filter_path == FilterPath::brute_force ||
+           (options.filter_path == FilterPath::automatic && filter != nullptr &&
+            prefers_brute_force(filter->size(), ef));
+  }
+  if (!scan) {
+    with_space(query, width, quantized(), scratch.codes, [&](const auto& space) {
+      if (!filtered) {
+        distances = graph_.search(
+            space, ef, [deleted](NodeId n) { return deleted == nullptr || deleted[n] == 0; },
+            graph_scratch, candidates);
+      } else {
+        distances =
+            graph_.search(space, ef, NodeFilter{deleted, store_.labels().data(), filter, accept_id},
+                          graph_scratch, candidates);
+      }
+    });
+    if (width != 0 || quantized()) {
+      // Distances of a prefix or of codes only rank the beam: rescore its best on full rows.
+      const std::size_t rescored =
+          options.rerank != 0 ? options.rerank : default_rerank(width != 0, k, ef);
+      distances += std::min(rescored, candidates.size());
+      rerank_on_rows(query, rescored, candidates);
+    }
+    // A traversal that found fewer than k admitted nodes may have missed some (a filter whose
+    // ids the beam could not reach): the scan below is exact whatever the filter.
+    scan = filtered && options.filter_path == FilterPath::automatic &&
+           candidates.size() < (filter != nullptr ? std::min(k, filter->size()) : k);
+  }
+  if (scan) {
+    distances += exact_candidates(query, k, filter, candidates, accept_id);
+    *brute_force = true;
   }
   const std::size_t found = std::min(k, candidates.size());
   for (std::size_t i = 0; i < found; ++i) {
     out_ids[i] = store_.label(candidates[i].node);
     out_distances[i] = candidates[i].distance;
   }
+  return distances;
 }
 
 void Index::search(const float* queries, std::size_t n, const SearchOptions& options,
-                   std::int64_t* out_ids, float* out_distances) const {
+                   std::int64_t* out_ids, float* out_distances, const SearchStats& stats) const {
   if (options.k < 1) throw InvalidArgument("k: must be >= 1, got " + std::to_string(options.k));
   if (options.prefix_dim > params_.dim) {
     throw InvalidArgument("prefix_dim: must be between 1 and dim (" + std::to_string(params_.dim) +
@@ -592,38 +649,55 @@ void Index::search(const float* queries, std::size_t n, const SearchOptions& opt
   validate_rows(queries, n, "queries");
   auto lock = read_lock();
   const std::size_t k = options.k;
+  const auto run = [&](std::size_t i, QueryScratch& scratch) {
+    const IdSet* filter = options.filters != nullptr ? options.filters[i] : options.filter;
+    bool brute_force = false;
+    const std::size_t distances = search_one(queries + i * params_.dim, options, filter, scratch,
+                                             out_ids + i * k, out_distances + i * k, &brute_force);
+    if (stats.brute_force != nullptr) stats.brute_force[i] = brute_force ? 1 : 0;
+    if (stats.distances != nullptr) stats.distances[i] = distances;
+  };
   const std::size_t threads = resolve_threads(options.num_threads, n);
   if (threads == 1) {
     // One query per call (or one thread): no pool, no std::function, scratch reused.
     auto scratch = query_scratch_.borrow();
-    for (std::size_t i = 0; i < n; ++i) {
-      search_one(queries + i * params_.dim, options, *scratch, out_ids + i * k,
-                 out_distances + i * k);
-    }
+    for (std::size_t i = 0; i < n; ++i) run(i, *scratch);
     return;
   }
   std::vector<graph::LendingPool<QueryScratch>::Lease> scratch;
   scratch.reserve(threads);
   for (std::size_t t = 0; t < threads; ++t) scratch.push_back(query_scratch_.borrow());
-  parallel_for(n, threads, [&](std::size_t i, std::size_t worker) {
-    search_one(queries + i * params_.dim, options, *scratch[worker], out_ids + i * k,
-               out_distances + i * k);
-  });
+  parallel_for(n, threads, [&](std::size_t i, std::size_t worker) { run(i, *scratch[worker]); });
 }
 
-void Index::exact_candidates(const float* query, std::size_t k,
-                             std::vector<graph::Neighbor>& out) const {
+std::size_t Index::exact_candidates(const float* query, std::size_t k, const IdSet* filter,
+                                    std::vector<graph::Neighbor>& out,
+                                    const std::function<bool(std::int64_t)>* accept_id) const {
   // Max-heap of the k best so far.
   std::priority_queue<std::pair<float, NodeId>> best;
-  const std::size_t nodes = store_.node_count();
-  for (NodeId node = 0; node < nodes; ++node) {
-    if (store_.is_deleted(node)) continue;
+  std::size_t distances = 0;
+  const auto consider = [&](NodeId node) {
     const float distance = full_distance(query, node);
+    ++distances;
     if (best.size() < k) {
       best.emplace(distance, node);
     } else if (distance < best.top().first) {
       best.pop();
       best.emplace(distance, node);
+    }
+  };
+  const std::size_t nodes = store_.node_count();
+  // A small set is cheaper to look up id by id; a large one to test while walking the rows.
+  constexpr std::size_t kLookupBelowFraction = 8;
+  if (filter != nullptr && filter->size() * kLookupBelowFraction < nodes) {
+    filter->for_each([&](std::int64_t id) {
+      const std::optional<NodeId> node = store_.find_live(id);
+      if (node && (accept_id == nullptr || (*accept_id)(id))) consider(*node);
+    });
+  } else {
+    const NodeFilter accepts{store_.deleted_flags(), store_.labels().data(), filter, accept_id};
+    for (NodeId node = 0; node < nodes; ++node) {
+      if (accepts(node)) consider(node);
     }
   }
   out.resize(best.size());
@@ -631,11 +705,12 @@ void Index::exact_candidates(const float* query, std::size_t k,
     out[slot] = {best.top().first, best.top().second};
     best.pop();
   }
+  return distances;
 }
 
 void Index::exact_search(const float* queries, std::size_t n, std::size_t k,
-                         std::size_t num_threads, std::int64_t* out_ids,
-                         float* out_distances) const {
+                         std::size_t num_threads, std::int64_t* out_ids, float* out_distances,
+                         const IdSet* filter, const IdSet* const* filters) const {
   if (k < 1) throw InvalidArgument("k: must be >= 1, got " + std::to_string(k));
   validate_rows(queries, n, "queries");
   auto lock = read_lock();
@@ -644,7 +719,7 @@ void Index::exact_search(const float* queries, std::size_t n, std::size_t k,
     std::vector<float> query(dim);
     prepare_row(queries + i * dim, query.data());
     std::vector<graph::Neighbor> best;
-    exact_candidates(query.data(), k, best);
+    exact_candidates(query.data(), k, filters != nullptr ? filters[i] : filter, best);
     std::int64_t* ids_row = out_ids + i * k;
     float* distances_row = out_distances + i * k;
     std::fill(ids_row, ids_row + k, -1);
@@ -713,6 +788,72 @@ void Index::remove(const std::int64_t* ids, std::size_t n) {
   for (NodeId node : nodes) store_.mark_deleted(node);
 }
 
+std::size_t Index::compact(std::size_t num_threads) {
+  refuse_if_read_only();
+  std::lock_guard<std::mutex> writer(writer_mutex_);
+  // No write lock while building: searches keep reading the old store and graph, which only
+  // writers (held off by writer_mutex_) change.
+  const std::size_t nodes = store_.node_count();
+  if (!store_.has_deleted()) return 0;
+  constexpr NodeId kGone = std::numeric_limits<NodeId>::max();
+  std::vector<NodeId> survivors;
+  survivors.reserve(store_.live_count());
+  std::vector<NodeId> new_of(nodes, kGone);
+  for (NodeId node = 0; node < nodes; ++node) {
+    if (store_.is_deleted(node)) continue;
+    new_of[node] = static_cast<NodeId>(survivors.size());
+    survivors.push_back(node);
+  }
+  auto compacted = std::make_unique<graph::HnswGraph>(params_.M, params_.ef_construction,
+                                                      graph_.payload_bytes());
+  compacted->reserve(survivors.size());
+  for (const NodeId old : survivors) {
+    const NodeId node = compacted->append_node(graph_.level_of(old));
+    if (graph_.payload_bytes() > 0) {
+      std::memcpy(compacted->payload(node), graph_.payload(old), graph_.payload_bytes());
+    }
+  }
+  if (!survivors.empty()) {
+    const std::uint8_t* deleted = store_.deleted_flags();
+    // The graph's neighbour heuristic ran on f32 rows (a prefix of them for a prefix index):
+    // repairs use the same distances. The query row only matters for query(), unused here.
+    quant::CodeQuery unused;
+    const std::size_t threads = resolve_threads(num_threads, survivors.size());
+    std::vector<std::vector<graph::Neighbor>> buffers(threads);
+    with_space(store_.row(survivors[0]), params_.prefix_dim, false, unused, [&](const auto& space) {
+      parallel_for(survivors.size(), threads, [&](std::size_t i, std::size_t worker) {
+        const NodeId old = survivors[i];
+        std::vector<graph::Neighbor>& links = buffers[worker];
+        for (int level = 0; level <= graph_.level_of(old); ++level) {
+          graph_.repaired_links(space, deleted, old, level, links);
+          for (graph::Neighbor& link : links) link.node = new_of[link.node];
+          compacted->set_links(static_cast<NodeId>(i), level, links);
+        }
+      });
+    });
+    // The entry point survives, or the first survivor on the highest level takes its place.
+    NodeId entry = graph_.entry_point();
+    if (new_of[entry] == kGone) {
+      entry = survivors[0];
+      for (const NodeId old : survivors) {
+        if (graph_.level_of(old) > graph_.level_of(entry)) entry = old;
+      }
+    }
+    compacted->set_entry(new_of[entry], graph_.level_of(entry));
+  }
+  VectorStore store = store_.select(survivors, survivors.size());
+  std::vector<float> norms;
+  if (!prefix_inv_norms_.empty()) {
+    norms.reserve(survivors.size());
+    for (const NodeId old : survivors) norms.push_back(prefix_inv_norms_[old]);
+  }
+  auto lock = write_lock();
+  graph_.assign_from(std::move(*compacted));
+  store_ = std::move(store);
+  prefix_inv_norms_ = std::move(norms);
+  return nodes - survivors.size();
+}
+
 void Index::restore(const std::int64_t* ids, std::size_t n) {
   refuse_if_read_only();
   std::lock_guard<std::mutex> writer(writer_mutex_);
@@ -744,6 +885,12 @@ void Index::get(const std::int64_t* ids, std::size_t n, float* out) const {
   for (std::size_t i = 0; i < n; ++i) {
     std::copy(store_.row(nodes[i]), store_.row(nodes[i]) + params_.dim, out + i * params_.dim);
   }
+}
+
+std::int64_t Index::entry_id() const {
+  auto lock = read_lock();
+  if (graph_.max_level() < 0) return -1;
+  return store_.label(graph_.entry_point());
 }
 
 std::vector<std::int64_t> Index::ids() const {

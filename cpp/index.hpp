@@ -12,6 +12,8 @@
 #include <vector>
 
 #include "graph/hnsw.hpp"
+#include "id_set.hpp"
+#include "io.hpp"
 #include "kernels/kernels.hpp"
 #include "quant/int8.hpp"
 #include "store.hpp"
@@ -47,6 +49,9 @@ struct IndexParams {
   bool build_on_codes = true;  // int8: the insert's beam search runs on codes too
 };
 
+// How a filtered search finds its results: the cost model's choice, or forced.
+enum class FilterPath : std::uint8_t { automatic = 0, graph = 1, brute_force = 2 };
+
 // Per-call options of a search.
 struct SearchOptions {
   std::size_t k = 10;
@@ -54,6 +59,20 @@ struct SearchOptions {
   std::size_t prefix_dim = 0;  // 0: the index's prefix_dim; == dim: full-width traversal
   std::size_t rerank = 0;      // 0: the default (default_rerank)
   std::size_t num_threads = 0;
+  // Only ids in the set are returned: `filter` for every query, or `filters[i]` for query i
+  // (null entries: no filter). Sets must outlive the call.
+  const IdSet* filter = nullptr;
+  const IdSet* const* filters = nullptr;
+  // hnswlib's form: called with the id of each candidate the search meets (every query,
+  // after `filter`); slow, since it calls back into the caller. May throw.
+  const std::function<bool(std::int64_t)>* accept_id = nullptr;
+  FilterPath filter_path = FilterPath::automatic;
+};
+
+// What each query of a search did (optional outputs, one entry per query).
+struct SearchStats {
+  std::uint8_t* brute_force = nullptr;  // 1: exact scan of the allowed ids, 0: graph traversal
+  std::uint64_t* distances = nullptr;   // distances computed (traversal, rerank and scan)
 };
 
 class Index {
@@ -84,23 +103,41 @@ class Index {
 
   // out_ids / out_distances: n * k, padded with -1 / +inf.
   void search(const float* queries, std::size_t n, const SearchOptions& options,
-              std::int64_t* out_ids, float* out_distances) const;
+              std::int64_t* out_ids, float* out_distances, const SearchStats& stats = {}) const;
+  // Whether the cost model scans a filter's allowed ids instead of traversing the graph.
+  bool prefers_brute_force(std::size_t allowed, std::size_t ef) const;
+  // One past the largest id ever added: a boolean filter mask needs this many entries.
+  std::uint64_t id_bound() const;
+  // The first of `ids` that is not a live id, or -1 when all are.
+  std::int64_t first_missing(const std::int64_t* ids, std::size_t n) const;
   void exact_search(const float* queries, std::size_t n, std::size_t k, std::size_t num_threads,
-                    std::int64_t* out_ids, float* out_distances) const;
+                    std::int64_t* out_ids, float* out_distances, const IdSet* filter = nullptr,
+                    const IdSet* const* filters = nullptr) const;
 
   // Renumbers nodes in breadth-first order of the bottom layer (ids, vectors and results are
   // unchanged): graph neighbours then sit near each other in memory.
   void reorder();
 
   void remove(const std::int64_t* ids, std::size_t n);
+  // Drops the removed (and replaced) nodes for good: survivors are renumbered densely, links
+  // that led to removed nodes are repaired (HnswGraph::repaired_links), ids stay. Searches run
+  // on while the compacted copy is built and see the old graph or the new one, never a mix;
+  // writers wait. Needs memory for a second copy of the survivors meanwhile. Returns the
+  // number of nodes dropped. A removed id can no longer be restored afterwards.
+  std::size_t compact(std::size_t num_threads);
   void restore(const std::int64_t* ids, std::size_t n);  // undo remove (hnswlib unmark_deleted)
   bool contains(std::int64_t id) const;
   void get(const std::int64_t* ids, std::size_t n, float* out) const;
   std::vector<std::int64_t> ids() const;
+  // Id of the graph's entry point (a removed one until compaction), -1 when empty.
+  std::int64_t entry_id() const;
 
   // Serialization (io.cpp). `metadata` is an opaque JSON string stored beside the payload.
   void save(const std::string& path, const std::string& metadata) const;
   std::string to_bytes(const std::string& metadata) const;
+  // Streams the file format to `sink` (a bounded buffer beside the index; nothing else).
+  void save_to(ByteSink& sink, const std::string& metadata) const;
+  static std::unique_ptr<Index> load_from(ByteSource& source, std::string& metadata);
   // `mapped`: read the rows (and a v2 file's level-0 blocks) in place from a read-only file
   // mapping; such an index refuses every change (read_only()).
   static std::unique_ptr<Index> load(const std::string& path, std::string& metadata,
@@ -111,6 +148,8 @@ class Index {
     return params_.metric == Metric::l2 ? 0 : params_.prefix_dim;
   }
   static std::unique_ptr<Index> from_bytes(const std::string& bytes, std::string& metadata);
+  static std::unique_ptr<Index> from_buffer(const unsigned char* data, std::size_t size,
+                                            std::string& metadata);
 
   // Opaque extra payload kept with the index (the Python layer's rotation matrix).
   std::vector<float> rotation() const;
@@ -129,8 +168,22 @@ class Index {
     std::vector<graph::Neighbor> candidates;
     quant::CodeQuery codes;
   };
-  void search_one(const float* query, const SearchOptions& options, QueryScratch& scratch,
-                  std::int64_t* out_ids, float* out_distances) const;
+  // Returns the distances computed; sets *brute_force when the allowed ids were scanned.
+  std::size_t search_one(const float* query, const SearchOptions& options, const IdSet* filter,
+                         QueryScratch& scratch, std::int64_t* out_ids, float* out_distances,
+                         bool* brute_force) const;
+  // Whether a live node passes `filter` and `accept_id` (either may be null).
+  struct NodeFilter {
+    const std::uint8_t* deleted;
+    const std::int64_t* labels;
+    const IdSet* filter;
+    const std::function<bool(std::int64_t)>* accept_id;
+    bool operator()(NodeId node) const {
+      if (deleted != nullptr && deleted[node] != 0) return false;
+      if (filter != nullptr && !filter->contains(labels[node])) return false;
+      return accept_id == nullptr || (*accept_id)(labels[node]);
+    }
+  };
   float full_distance(const float* query, NodeId node) const;
   // Calls visit(space) with the Space that traverses this index for `query` at `width` prefix
   // dims (0 = full): f32 rows, a prefix of them, or (on_codes) int8 codes, prepared in `codes`.
@@ -140,8 +193,11 @@ class Index {
                   Visit&& visit) const;
   void rerank_on_rows(const float* query, std::size_t count,
                       std::vector<graph::Neighbor>& candidates) const;
-  // The k nearest live nodes by brute force on full vectors, ascending.
-  void exact_candidates(const float* query, std::size_t k, std::vector<graph::Neighbor>& out) const;
+  // The k nearest live nodes (in `filter` when given) by brute force on full vectors,
+  // ascending. Returns the distances computed.
+  std::size_t exact_candidates(const float* query, std::size_t k, const IdSet* filter,
+                               std::vector<graph::Neighbor>& out,
+                               const std::function<bool(std::int64_t)>* accept_id = nullptr) const;
 
   // Lock order: writer_mutex_ (serializes writers), then turnstile_ + rw_mutex_. Readers pass
   // the turnstile before taking rw_mutex_ shared, so a waiting writer is not starved.

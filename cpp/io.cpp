@@ -124,10 +124,11 @@ std::array<unsigned char, kHeaderBytes> encode_header(const FileHeader& h) {
 
 [[noreturn]] void corrupt(const std::string& what) { throw CorruptIndex(what); }
 
-// Parses and range-checks the fixed header; `file_bytes` is the whole file's size.
-FileHeader decode_header(const unsigned char* in, std::size_t file_bytes) {
-  if (file_bytes < kHeaderBytes + 8) {
-    corrupt("file is too short to be a matry index (" + std::to_string(file_bytes) + " bytes)");
+// Parses and range-checks the fixed header; `file_bytes` is the whole file's size when known
+// (a stream's end is found by reading).
+FileHeader decode_header(const unsigned char* in, std::optional<std::uint64_t> file_bytes) {
+  if (file_bytes && *file_bytes < kHeaderBytes + 8) {
+    corrupt("file is too short to be a matry index (" + std::to_string(*file_bytes) + " bytes)");
   }
   if (std::memcmp(in, kMagic, sizeof(kMagic)) != 0)
     corrupt("not a matry index file (bad magic bytes)");
@@ -180,10 +181,14 @@ FileHeader decode_header(const unsigned char* in, std::size_t file_bytes) {
   if ((h.flags & kFlagInt8) != 0 && h.prefix_dim != 0 && h.metric == 2) {
     corrupt("int8 codes with a prefix need metric cosine or ip");
   }
-  const std::uint64_t limit = file_bytes;
-  if (h.metadata_bytes > limit || h.payload_bytes > limit ||
-      kHeaderBytes + h.metadata_bytes + 4 + h.payload_bytes + 4 != file_bytes) {
-    corrupt("file size does not match its header (truncated or trailing bytes)");
+  if (file_bytes) {
+    const std::uint64_t limit = *file_bytes;
+    if (h.metadata_bytes > limit || h.payload_bytes > limit ||
+        kHeaderBytes + h.metadata_bytes + 4 + h.payload_bytes + 4 != limit) {
+      corrupt("file size does not match its header (truncated or trailing bytes)");
+    }
+  } else if (h.metadata_bytes > kLabelCount || h.payload_bytes > kLabelCount) {
+    corrupt("section sizes out of range");
   }
   return h;
 }
@@ -373,15 +378,6 @@ std::size_t read_at(const FileDescriptor& file, const std::string& path, std::ui
   return done;
 }
 
-std::string read_whole_file(const std::string& path) {
-  std::uint64_t size = 0;
-  const FileDescriptor file = open_regular_file(path, size);
-  std::string bytes(static_cast<std::size_t>(size), '\0');
-  // A file that shrank since the stat is caught by the size and checksum checks.
-  bytes.resize(read_at(file, path, 0, bytes.data(), bytes.size()));
-  return bytes;
-}
-
 // Where a save writes: `path`, or the file a symlink at `path` leads to (followed hop by hop, so
 // a dangling link still names the file to create).
 struct SaveTarget {
@@ -530,26 +526,57 @@ std::unique_ptr<TemporaryFile> create_temporary(const std::string& directory,
   throw IoError("cannot create a temporary file in " + shown(directory) + ": " + error_text(error));
 }
 
-// Writes bytes to a file descriptor (buffered) or a string while keeping a running CRC.
+// A file descriptor as a sink.
+class FdSink : public ByteSink {
+ public:
+  explicit FdSink(int fd) : fd_(fd) {}
+  void write(const void* data, std::size_t bytes) override {
+    const auto* cursor = static_cast<const char*>(data);
+    while (bytes > 0) {
+      const ssize_t written = ::write(fd_, cursor, bytes);
+      if (written < 0) {
+        if (errno == EINTR) continue;
+        throw IoError("write failed: " + error_text(errno));
+      }
+      cursor += written;
+      bytes -= static_cast<std::size_t>(written);
+    }
+  }
+
+ private:
+  int fd_;
+};
+
+class StringSink : public ByteSink {
+ public:
+  explicit StringSink(std::string& out) : out_(out) {}
+  void begin(std::uint64_t total_bytes) override { out_.reserve(total_bytes); }
+  void write(const void* data, std::size_t bytes) override {
+    out_.append(static_cast<const char*>(data), bytes);
+  }
+
+ private:
+  std::string& out_;
+};
+
+// Buffers small writes into a sink and keeps a running CRC of everything written. Sections
+// larger than the buffer go to the sink directly, without a copy.
 class Writer {
  public:
-  explicit Writer(int fd) : fd_(fd) { buffer_.reserve(kBufferBytes); }
-  explicit Writer(std::string* text) : text_(text) {}
+  explicit Writer(ByteSink& sink) : sink_(sink) { buffer_.reserve(kBufferBytes); }
   void write(const void* data, std::size_t bytes) {
     if (bytes == 0) return;
     crc_ = crc32(crc_, data, bytes);
     const auto* begin = static_cast<const char*>(data);
-    if (text_ != nullptr) {
-      text_->append(begin, bytes);
-    } else if (buffer_.size() + bytes <= kBufferBytes) {
+    if (buffer_.size() + bytes <= kBufferBytes) {
+      buffer_.insert(buffer_.end(), begin, begin + bytes);
+      return;
+    }
+    flush();
+    if (bytes < kBufferBytes) {
       buffer_.insert(buffer_.end(), begin, begin + bytes);
     } else {
-      flush();
-      if (bytes < kBufferBytes) {
-        buffer_.insert(buffer_.end(), begin, begin + bytes);
-      } else {
-        write_fully(begin, bytes);
-      }
+      sink_.write(begin, bytes);
     }
   }
   void write_crc() {
@@ -557,29 +584,102 @@ class Writer {
     write(&value, 4);
   }
   void flush() {
-    write_fully(buffer_.data(), buffer_.size());
+    if (!buffer_.empty()) sink_.write(buffer_.data(), buffer_.size());
     buffer_.clear();
   }
 
  private:
-  static constexpr std::size_t kBufferBytes = 1 << 16;
+  // The bound on what a save holds beside the index (besides the level array, 1 byte/node).
+  static constexpr std::size_t kBufferBytes = 1 << 20;
 
-  void write_fully(const char* data, std::size_t bytes) {
-    while (bytes > 0) {
-      const ssize_t written = ::write(fd_, data, bytes);
-      if (written < 0) {
-        if (errno == EINTR) continue;
-        throw IoError("write failed: " + error_text(errno));
-      }
-      data += written;
-      bytes -= static_cast<std::size_t>(written);
-    }
-  }
-
-  int fd_ = -1;
-  std::string* text_ = nullptr;
+  ByteSink& sink_;
   std::vector<char> buffer_;
   std::uint32_t crc_ = 0;
+};
+
+// A file read front to back with read(2): sections land in their final buffers.
+class FdSource : public ByteSource {
+ public:
+  FdSource(int fd, std::uint64_t size, std::string path)
+      : fd_(fd), size_(size), path_(std::move(path)) {}
+  std::size_t read_some(void* to, std::size_t bytes) override {
+    for (;;) {
+      const ssize_t got = ::read(fd_, to, bytes);
+      if (got >= 0) return static_cast<std::size_t>(got);
+      if (errno != EINTR) throw IoError("cannot read " + shown(path_) + ": " + error_text(errno));
+    }
+  }
+  std::optional<std::uint64_t> size() const override { return size_; }
+
+ private:
+  int fd_;
+  std::uint64_t size_;
+  std::string path_;
+};
+
+// Bytes in memory (a buffer, or a read-only file mapping whose sections may be viewed in place).
+class MemorySource : public ByteSource {
+ public:
+  MemorySource(const unsigned char* data, std::size_t size) : data_(data), size_(size) {}
+  std::size_t read_some(void* to, std::size_t bytes) override {
+    const std::size_t count = std::min(bytes, size_ - at_);
+    copy_bytes(to, data_ + at_, count);
+    at_ += count;
+    return count;
+  }
+  std::optional<std::uint64_t> size() const override { return size_; }
+  const unsigned char* peek() const { return data_ + at_; }
+  // The next `bytes` in place (and skips them), or null when fewer remain.
+  const unsigned char* view(std::size_t bytes) {
+    if (size_ - at_ < bytes) return nullptr;
+    const unsigned char* at = data_ + at_;
+    at_ += bytes;
+    return at;
+  }
+
+ private:
+  const unsigned char* data_;
+  std::size_t size_;
+  std::size_t at_ = 0;
+};
+
+// Reads exact sections from a source, keeping a running CRC and the offset.
+class Reader {
+ public:
+  Reader(ByteSource& source, MemorySource* mapped) : source_(source), mapped_(mapped) {}
+  void read(void* to, std::size_t bytes) {
+    auto* cursor = static_cast<unsigned char*>(to);
+    std::size_t done = 0;
+    while (done < bytes) {
+      const std::size_t got = source_.read_some(cursor + done, bytes - done);
+      if (got == 0) truncated();
+      done += got;
+    }
+    crc_ = crc32(crc_, to, bytes);
+    offset_ += bytes;
+  }
+  // A section of a mapped source in place (its CRC counted), else null: read() it instead
+  // (no mapping, or a section not aligned for in-place use, as in files before alignment).
+  const unsigned char* view(std::size_t bytes, std::size_t alignment) {
+    if (mapped_ == nullptr || bytes == 0) return nullptr;
+    if (reinterpret_cast<std::uintptr_t>(mapped_->peek()) % alignment != 0) return nullptr;
+    const unsigned char* at = mapped_->view(bytes);
+    if (at == nullptr) truncated();
+    crc_ = crc32(crc_, at, bytes);
+    offset_ += bytes;
+    return at;
+  }
+  std::uint32_t crc() const { return crc_; }
+  std::uint64_t offset() const { return offset_; }
+
+ private:
+  [[noreturn]] void truncated() const {
+    corrupt("file ends early at byte " + std::to_string(offset_) + " (truncated)");
+  }
+  ByteSource& source_;
+  MemorySource* mapped_;
+  std::uint32_t crc_ = 0;
+  std::uint64_t offset_ = 0;
 };
 
 }  // namespace
@@ -588,7 +688,7 @@ class Writer {
 
 class IndexSerializer {
  public:
-  static void write(const Index& index, const std::string& json, Writer& out) {
+  static void write(const Index& index, const std::string& json, ByteSink& sink) {
     // Spaces after the JSON text (still the same JSON) put the rows on a 64-byte offset, so a
     // load with mmap can read them in place.
     std::string metadata = json;
@@ -629,6 +729,8 @@ class IndexSerializer {
     }
     h.payload_bytes = fixed_payload_bytes(h) + upper_words * 4;
 
+    sink.begin(kHeaderBytes + h.metadata_bytes + 4 + h.payload_bytes + 4);
+    Writer out(sink);
     const auto header = encode_header(h);
     out.write(header.data(), header.size());
     out.write(metadata.data(), metadata.size());
@@ -655,24 +757,30 @@ class IndexSerializer {
       out.write(index.quantizer_.scale().data(), coded_dims(h) * sizeof(float));
     }
     out.write_crc();
+    out.flush();
   }
 
-  // `mapping` non-null: `in` is a read-only file mapping that it keeps alive; the rows (and
-  // the level-0 blocks of a v2 file) are then read in place instead of copied.
-  static std::unique_ptr<Index> read(const unsigned char* in, std::size_t size,
-                                     std::string& metadata, std::shared_ptr<void> mapping) {
-    const FileHeader h = decode_header(in, size);
-    const std::size_t body_end = size - 4;
-    if (take<std::uint32_t>(in, body_end) != crc32(0, in, body_end)) {
-      corrupt("checksum mismatch (the file is corrupted)");
+  // Reads every section straight into the new index's buffers (or, with `mapping`, views the
+  // rows and a v2 file's level-0 blocks in place in `mapped`, a read-only file mapping it keeps
+  // alive), checks the trailing CRC, and only then every field, link and invariant.
+  static std::unique_ptr<Index> read(ByteSource& source, std::string& metadata,
+                                     MemorySource* mapped, std::shared_ptr<void> mapping) {
+    Reader in(source, mapped);
+    if (source.size() && *source.size() < kHeaderBytes + 8) {
+      corrupt("file is too short to be a matry index (" + std::to_string(*source.size()) +
+              " bytes)");
     }
-    std::size_t offset = kHeaderBytes;
-    metadata.assign(reinterpret_cast<const char*>(in) + offset, h.metadata_bytes);
-    offset += h.metadata_bytes;
-    if (take<std::uint32_t>(in, offset) != crc32(0, metadata.data(), metadata.size())) {
-      corrupt("metadata checksum mismatch");
+    std::array<unsigned char, kHeaderBytes> header_bytes{};
+    in.read(header_bytes.data(), 8);  // the magic, so that a foreign file says so, not "short"
+    if (std::memcmp(header_bytes.data(), kMagic, sizeof(kMagic)) != 0) {
+      corrupt("not a matry index file (bad magic bytes)");
     }
-    offset += 4;
+    in.read(header_bytes.data() + 8, kHeaderBytes - 8);
+    const FileHeader h = decode_header(header_bytes.data(), source.size());
+    metadata.assign(h.metadata_bytes, '\0');
+    in.read(metadata.data(), metadata.size());
+    std::uint32_t metadata_crc = 0;
+    in.read(&metadata_crc, 4);
     if (fixed_payload_bytes(h) > h.payload_bytes) corrupt("payload is shorter than its counts");
 
     IndexParams params;
@@ -693,18 +801,67 @@ class IndexSerializer {
     const std::size_t nodes = h.node_count;
     const std::size_t dim = h.dim;
 
+    // 1. Every section, into place. Only what sizes the next allocation is checked here.
+    const std::uint64_t rows_at = in.offset();
     const float* rows = nullptr;
-    const std::size_t rows_at = offset;
-    if (mapping && nodes > 0 &&
-        (reinterpret_cast<std::uintptr_t>(in + offset) % alignof(float)) == 0) {
-      rows = reinterpret_cast<const float*>(in + offset);
+    if (const unsigned char* view = in.view(nodes * dim * sizeof(float), alignof(float))) {
+      rows = reinterpret_cast<const float*>(view);
       index->store_.view_rows(rows, nodes);
     } else {
       float* copied = index->store_.reserve_rows_for_restore(nodes);
-      copy_bytes(copied, in + offset, nodes * dim * sizeof(float));
+      in.read(copied, nodes * dim * sizeof(float));
       rows = copied;
     }
-    offset += nodes * dim * sizeof(float);
+    std::vector<std::int64_t> labels(nodes);
+    in.read(labels.data(), nodes * 8);
+    std::vector<std::uint8_t> deleted(nodes);
+    in.read(deleted.data(), nodes);
+    std::vector<std::uint8_t> levels(nodes);
+    in.read(levels.data(), nodes);
+    std::uint64_t upper_words = 0;
+    for (std::size_t node = 0; node < nodes; ++node) {
+      if (levels[node] >= graph::kMaxLevel) corrupt("node level out of range");
+      upper_words += static_cast<std::uint64_t>(levels[node]) * (1 + h.M);
+    }
+    if (fixed_payload_bytes(h) + upper_words * 4 != h.payload_bytes) {
+      corrupt("payload size does not match node levels");
+    }
+    std::array<unsigned char, kSectionAlignment> padding{};
+    in.read(padding.data(), level0_padding(h));
+
+    graph::HnswGraph& graph = index->graph_;
+    const std::size_t level0_bytes = nodes * graph.level0_stride() * 4;
+    const unsigned char* level0_view =
+        int8_codes(h) ? in.view(level0_bytes, kSectionAlignment) : nullptr;
+    if (level0_view != nullptr) {  // v2 blocks start 64-byte aligned
+      graph.restore_viewing_level0(reinterpret_cast<const std::uint32_t*>(level0_view),
+                                   levels.data(), nodes);
+    } else {
+      graph.reserve(nodes);
+      for (std::size_t node = 0; node < nodes; ++node) graph.append_node(levels[node]);
+      if (nodes > 0) in.read(graph.level0_row(0), level0_bytes);
+    }
+    for (std::size_t node = 0; node < nodes; ++node) {
+      if (levels[node] == 0) continue;
+      in.read(graph.upper_rows(static_cast<NodeId>(node)),
+              static_cast<std::size_t>(levels[node]) * graph.upper_stride() * 4);
+    }
+    index->rotation_.resize(h.rotation_floats);
+    in.read(index->rotation_.data(), h.rotation_floats * sizeof(float));
+    const std::size_t coded = int8_codes(h) ? coded_dims(h) : 0;
+    std::vector<float> quantizer_offset(coded);
+    std::vector<float> quantizer_scale(coded);
+    in.read(quantizer_offset.data(), coded * sizeof(float));
+    in.read(quantizer_scale.data(), coded * sizeof(float));
+    const std::uint32_t computed_crc = in.crc();
+    std::uint32_t stored_crc = 0;
+    in.read(&stored_crc, 4);
+    if (stored_crc != computed_crc) corrupt("checksum mismatch (the file is corrupted)");
+
+    // 2. The checksum holds: now every field, link and invariant the index relies on.
+    if (metadata_crc != crc32(0, metadata.data(), metadata.size())) {
+      corrupt("metadata checksum mismatch");
+    }
     // Cosine rows were normalized on the way in and "ip" rows checked to be unit length: the
     // distance 1 - dot relies on it. Same sum as Index::add's check, so what passed it passes.
     const bool unit_rows = params.metric == Metric::cosine ||
@@ -721,16 +878,7 @@ class IndexSerializer {
                 metric_name(params.metric) + ")");
       }
     }
-    std::vector<std::int64_t> labels(nodes);
-    copy_bytes(labels.data(), in + offset, nodes * 8);
-    offset += nodes * 8;
-    std::vector<std::uint8_t> deleted(in + offset, in + offset + nodes);
-    offset += nodes;
-    std::vector<std::uint8_t> levels(in + offset, in + offset + nodes);
-    offset += nodes;
-
     std::size_t live = 0;
-    std::uint64_t upper_words = 0;
     int top_level = -1;
     // The store's label invariant (store.hpp): a label names its latest node and every older
     // node with that label is deleted. Otherwise ids() would list a node find() cannot see.
@@ -750,33 +898,15 @@ class IndexSerializer {
         slot->second = node;
       }
       if (deleted[node] == 0) ++live;
-      if (levels[node] >= graph::kMaxLevel) corrupt("node level out of range");
       top_level = std::max<int>(top_level, levels[node]);
-      upper_words += static_cast<std::uint64_t>(levels[node]) * (1 + h.M);
     }
+    latest_node = {};
     if (live != h.live_count) corrupt("live count does not match the deleted flags");
     if (top_level != h.max_level) corrupt("max level does not match node levels");
     if (nodes > 0 && levels[h.entry_point] != h.max_level) corrupt("entry point is not on top");
-    if (fixed_payload_bytes(h) + upper_words * 4 != h.payload_bytes) {
-      corrupt("payload size does not match node levels");
-    }
-
-    graph::HnswGraph& graph = index->graph_;
     for (std::uint64_t i = 0; i < level0_padding(h); ++i) {
-      if (in[offset + i] != 0) corrupt("non-zero padding before the level-0 blocks");
+      if (padding[i] != 0) corrupt("non-zero padding before the level-0 blocks");
     }
-    offset += level0_padding(h);
-    const std::size_t level0_words = nodes * graph.level0_stride();
-    const std::size_t level0_at = offset;
-    if (mapping && nodes > 0 && int8_codes(h)) {  // v2 blocks start 64-byte aligned
-      graph.restore_viewing_level0(reinterpret_cast<const std::uint32_t*>(in + offset),
-                                   levels.data(), nodes);
-    } else {
-      graph.reserve(nodes);
-      for (std::size_t node = 0; node < nodes; ++node) graph.append_node(levels[node]);
-      if (nodes > 0) copy_bytes(graph.level0_row(0), in + offset, level0_words * 4);
-    }
-    offset += level0_words * 4;
     for (std::size_t node = 0; node < nodes; ++node) {
       const std::uint32_t* row = graph.level0_row(static_cast<NodeId>(node));
       if (row[0] > graph.max_degree0()) corrupt("link count out of range");
@@ -784,11 +914,7 @@ class IndexSerializer {
         if (row[i] >= nodes) corrupt("link to a node that does not exist");
       }
       const int level = levels[node];
-      if (level == 0) continue;
-      std::uint32_t* upper = graph.upper_rows(static_cast<NodeId>(node));
-      const std::size_t words = static_cast<std::size_t>(level) * graph.upper_stride();
-      copy_bytes(upper, in + offset, words * 4);
-      offset += words * 4;
+      const std::uint32_t* upper = graph.upper_rows(static_cast<NodeId>(node));
       for (int l = 0; l < level; ++l) {
         const std::uint32_t* link_row = upper + static_cast<std::size_t>(l) * graph.upper_stride();
         if (link_row[0] > h.M) corrupt("link count out of range");
@@ -799,21 +925,10 @@ class IndexSerializer {
       }
     }
     graph.set_entry(h.entry_point, h.max_level);
-
-    index->rotation_.resize(h.rotation_floats);
-    copy_bytes(index->rotation_.data(), in + offset, h.rotation_floats * sizeof(float));
-    offset += h.rotation_floats * sizeof(float);
     for (float value : index->rotation_) {
       if (!std::isfinite(value)) corrupt("rotation contains NaN or inf");
     }
     if (int8_codes(h)) {
-      const std::size_t coded = coded_dims(h);
-      std::vector<float> quantizer_offset(coded);
-      std::vector<float> quantizer_scale(coded);
-      copy_bytes(quantizer_offset.data(), in + offset, coded * sizeof(float));
-      offset += coded * sizeof(float);
-      copy_bytes(quantizer_scale.data(), in + offset, coded * sizeof(float));
-      offset += coded * sizeof(float);
       for (std::size_t j = 0; j < coded; ++j) {
         if (!std::isfinite(quantizer_offset[j]) || !std::isfinite(quantizer_scale[j]) ||
             !(quantizer_scale[j] > 0.0f)) {
@@ -835,21 +950,21 @@ class IndexSerializer {
         }
       }
     }
-    if (offset != body_end) corrupt("payload layout does not match its size");
 
     index->store_.restore(std::move(labels), std::move(deleted), h.next_label);
     if (mapping) {
       // Everything was read once to check it; drop those pages from this process (they stay
       // in the page cache) so that resident memory holds only what searches touch, and read
       // rows without readahead: a rerank touches a few rows at random.
+      const auto* base = reinterpret_cast<const unsigned char*>(mapping.get());
+      const std::size_t size = *source.size();
       const std::uintptr_t page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
-      const auto begin = reinterpret_cast<std::uintptr_t>(in) & ~(page - 1);
+      const auto begin = reinterpret_cast<std::uintptr_t>(base) & ~(page - 1);
       ::madvise(reinterpret_cast<void*>(begin),
-                size + (reinterpret_cast<std::uintptr_t>(in) - begin), MADV_DONTNEED);
+                size + (reinterpret_cast<std::uintptr_t>(base) - begin), MADV_DONTNEED);
       ::madvise(
-          reinterpret_cast<void*>((reinterpret_cast<std::uintptr_t>(in) + rows_at) & ~(page - 1)),
+          reinterpret_cast<void*>((reinterpret_cast<std::uintptr_t>(base) + rows_at) & ~(page - 1)),
           nodes * dim * sizeof(float), MADV_RANDOM);
-      static_cast<void>(level0_at);
       index->mapping_ = std::move(mapping);
     }
     if (params.prefix_dim != 0 && params.metric != Metric::l2) {
@@ -873,9 +988,8 @@ void Index::save(const std::string& path, const std::string& metadata) const {
   const std::unique_ptr<TemporaryFile> temporary = create_temporary(directory, prefix);
   // A replaced file keeps its permission bits (best effort: some filesystems have none).
   if (target.exists) static_cast<void>(::fchmod(temporary->fd().get(), target.mode & 07777));
-  Writer out(temporary->fd().get());
-  IndexSerializer::write(*this, metadata, out);
-  out.flush();
+  FdSink sink(temporary->fd().get());
+  IndexSerializer::write(*this, metadata, sink);
   if (::fsync(temporary->fd().get()) != 0) {
     throw IoError("cannot save to " + shown(path) + ": fsync failed: " + error_text(errno));
   }
@@ -890,31 +1004,39 @@ void Index::save(const std::string& path, const std::string& metadata) const {
   sync_directory(directory, path);
 }
 
-std::string Index::to_bytes(const std::string& metadata) const {
+void Index::save_to(ByteSink& sink, const std::string& metadata) const {
   std::lock_guard<std::mutex> writer(writer_mutex_);
   auto lock = read_lock();
+  IndexSerializer::write(*this, metadata, sink);
+}
+
+std::string Index::to_bytes(const std::string& metadata) const {
   std::string bytes;
-  Writer out(&bytes);
-  IndexSerializer::write(*this, metadata, out);
+  StringSink sink(bytes);
+  save_to(sink, metadata);
   return bytes;
 }
 
+std::unique_ptr<Index> Index::load_from(ByteSource& source, std::string& metadata) {
+  return IndexSerializer::read(source, metadata, nullptr, nullptr);
+}
+
 std::unique_ptr<Index> Index::load(const std::string& path, std::string& metadata, bool mapped) {
-  if (!mapped) {
-    const std::string bytes = read_whole_file(path);
-    return IndexSerializer::read(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(),
-                                 metadata, nullptr);
-  }
   std::uint64_t size = 0;
   const FileDescriptor file = open_regular_file(path, size);
+  if (!mapped) {
+    FdSource source(file.get(), size, path);
+    return IndexSerializer::read(source, metadata, nullptr, nullptr);
+  }
   if (size == 0) corrupt("file is too short to be a matry index (0 bytes)");
   void* address = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, file.get(), 0);
   if (address == MAP_FAILED) {
     throw IoError("cannot map " + shown(path) + ": " + error_text(errno));
   }
   std::shared_ptr<void> mapping(address, [size](void* p) { ::munmap(p, size); });
-  std::unique_ptr<Index> index = IndexSerializer::read(static_cast<const unsigned char*>(address),
-                                                       size, metadata, std::move(mapping));
+  MemorySource source(static_cast<const unsigned char*>(address), size);
+  std::unique_ptr<Index> index =
+      IndexSerializer::read(source, metadata, &source, std::move(mapping));
   // The load's checks pulled the whole file into the page cache, and a fault maps the cached
   // pages around it too (fault-around, 64 KB): one rerank would make a whole neighbourhood
   // of rows resident. Drop the rows from the cache, so they come back one page per row a
@@ -928,8 +1050,13 @@ std::unique_ptr<Index> Index::load(const std::string& path, std::string& metadat
 }
 
 std::unique_ptr<Index> Index::from_bytes(const std::string& bytes, std::string& metadata) {
-  return IndexSerializer::read(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(),
-                               metadata, nullptr);
+  return from_buffer(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), metadata);
+}
+
+std::unique_ptr<Index> Index::from_buffer(const unsigned char* data, std::size_t size,
+                                          std::string& metadata) {
+  MemorySource source(data, size);
+  return IndexSerializer::read(source, metadata, nullptr, nullptr);
 }
 
 const char* quantization_of(const FileHeader& header) {

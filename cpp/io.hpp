@@ -23,6 +23,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 namespace matry {
@@ -53,6 +54,26 @@ struct FileHeader {
   std::uint64_t rotation_floats = 0;
   std::uint64_t payload_bytes = 0;
   std::uint32_t flags = 0;
+};
+
+// Where Index::save_to writes: a file, a buffer, or a caller's stream (the bindings wrap Python
+// file objects). Writes arrive in order; begin() announces the total first.
+class ByteSink {
+ public:
+  virtual ~ByteSink() = default;
+  virtual void begin(std::uint64_t total_bytes) { static_cast<void>(total_bytes); }
+  virtual void write(const void* data, std::size_t bytes) = 0;
+};
+
+// Where Index::load_from reads: sections go straight into the index's own buffers, so a load
+// needs the index's memory plus nothing of the file's size.
+class ByteSource {
+ public:
+  virtual ~ByteSource() = default;
+  // Reads up to `bytes` into `to`; returns how many (0 only at the end of the data).
+  virtual std::size_t read_some(void* to, std::size_t bytes) = 0;
+  // Total bytes when known (a file, a buffer): then the header must match it exactly.
+  virtual std::optional<std::uint64_t> size() const { return std::nullopt; }
 };
 
 // "int8" when the file carries int8 codes, else "none".

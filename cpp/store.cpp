@@ -69,21 +69,22 @@ void VectorStore::restore(std::vector<std::int64_t> labels, std::vector<std::uin
   next_label_ = next_label;
 }
 
-void VectorStore::permute(const std::vector<NodeId>& order) {
-  const std::size_t n = labels_.size();
-  AlignedBuffer<float> rows;
-  rows.grow(std::max<std::size_t>(vectors_.capacity(), dim_), 0);
+VectorStore VectorStore::select(const std::vector<NodeId>& order, std::size_t capacity) const {
+  VectorStore out(dim_);
+  const std::size_t n = order.size();
+  out.vectors_.grow(std::max({capacity, n, std::size_t{1}}) * dim_, 0);
   std::vector<std::int64_t> labels(n);
   std::vector<std::uint8_t> deleted(n);
   for (std::size_t i = 0; i < n; ++i) {
-    std::memcpy(rows.data() + i * dim_, row(order[i]), dim_ * sizeof(float));
+    std::memcpy(out.vectors_.data() + i * dim_, row(order[i]), dim_ * sizeof(float));
     labels[i] = labels_[order[i]];
     deleted[i] = deleted_[order[i]];
   }
-  vectors_ = std::move(rows);
-  const std::uint64_t next = next_label_;
-  restore(std::move(labels), std::move(deleted), next);
+  out.restore(std::move(labels), std::move(deleted), next_label_);
+  return out;
 }
+
+void VectorStore::permute(const std::vector<NodeId>& order) { *this = select(order, capacity()); }
 
 std::size_t VectorStore::memory_bytes() const {
   // unordered_map: one heap node (key, value, next pointer, cached hash) plus a bucket pointer.

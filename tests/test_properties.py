@@ -1,4 +1,5 @@
-"""Hypothesis: random add / remove / search sequences against a brute-force model.
+"""Hypothesis: random add / remove / replace / compact / search (filtered too) sequences
+against a brute-force model.
 
 The model is a dict id -> stored vector. With at most ~60 vectors and ef >= the number of
 vectors ever added, HNSW must return the exact top-k (up to ties at the k-th distance).
@@ -156,6 +157,27 @@ class IndexModelMachine(RuleBasedStateMachine):
         found, distances = self.index.search(queries, k=k)
         assert_exact_up_to_ties(self.metric, self.model, queries, found, distances, k)
         assert not set(found.ravel().tolist()) & self.removed
+
+    @rule(data=st.data(), k=st.integers(1, 70))
+    def filtered_search(self, data: st.DataObject, k: int) -> None:
+        # Any subset of the ids ever used (removed ones too: an IdSet may name them).
+        pool = sorted(set(self.model) | self.removed)
+        allowed = (
+            data.draw(st.lists(st.sampled_from(pool), unique=True), label="allowed") if pool else []
+        )
+        path = data.draw(st.sampled_from(["auto", "graph", "brute_force"]), label="filter path")
+        queries = self.draw_vectors(data, 2)
+        found, distances = self.index.search(
+            queries, k=k, filter=matry.IdSet(allowed), filter_path=path
+        )
+        allowed_model = {i: v for i, v in self.model.items() if i in set(allowed)}
+        assert_exact_up_to_ties(self.metric, allowed_model, queries, found, distances, k)
+
+    @rule()
+    def compact(self) -> None:
+        tombstones = self.index._core.node_count - len(self.index)
+        assert self.index.compact() == tombstones
+        assert self.index._core.node_count == len(self.model)
 
     @precondition(lambda self: len(self.model) > 0)
     @rule(data=st.data(), k=st.integers(1, 70))

@@ -21,7 +21,8 @@ HnswGraph::HnswGraph(std::uint32_t M, std::uint32_t ef_construction, std::size_t
     : M_(M),
       max_degree0_(2 * M),
       ef_construction_(ef_construction),
-      level_multiplier_(1.0 / std::log(static_cast<double>(M))) {
+      level_multiplier_(1.0 / std::log(static_cast<double>(M))),
+      payload_bytes_(payload_bytes) {
   constexpr std::size_t kLine = 64;
   std::size_t bytes = (1 + max_degree0_) * sizeof(std::uint32_t);
   if (payload_bytes > 0) bytes = (bytes + payload_bytes + kLine - 1) / kLine * kLine;
@@ -57,6 +58,17 @@ NodeId HnswGraph::append_node(int level) {
   }
   ++node_count_;
   return node;
+}
+
+void HnswGraph::assign_from(HnswGraph&& other) {
+  node_count_ = other.node_count_;
+  level0_ = std::move(other.level0_);
+  upper_ = std::move(other.upper_);
+  levels_ = std::move(other.levels_);
+  entry_point_ = other.entry_point_;
+  max_level_ = other.max_level_;
+  other.node_count_ = 0;
+  other.max_level_ = -1;
 }
 
 std::vector<NodeId> HnswGraph::breadth_first_order() const {

@@ -66,16 +66,35 @@ class HnswGraph {
   void restore_viewing_level0(const std::uint32_t* level0, const std::uint8_t* levels,
                               std::size_t node_count);
 
+  // The neighbours `node` keeps at `level` once the nodes flagged in `deleted` are gone, in old
+  // node ids: its live links and, when some of them were deleted, the live links of those (two
+  // hops, three when that still leaves few), pruned by the neighbour heuristic. Tombstone
+  // consolidation as in FreshDiskANN, and hnswlib's repair of an updated node's neighbours.
+  template <class Space>
+  void repaired_links(const Space& space, const std::uint8_t* deleted, NodeId node, int level,
+                      std::vector<Neighbor>& out) const;
+  // Writes a node's link row at `level` (building a graph outside insert(): compaction).
+  void set_links(NodeId node, int level, const std::vector<Neighbor>& neighbours) {
+    std::uint32_t* row = links(node, level);
+    for (std::size_t i = 0; i < neighbours.size(); ++i) row[1 + i] = neighbours[i].node;
+    row[0] = static_cast<std::uint32_t>(neighbours.size());
+  }
+  std::size_t payload_bytes() const { return payload_bytes_; }
+  // Takes over `other`'s nodes and links (a compacted graph of the same M and payload).
+  void assign_from(HnswGraph&& other);
+
   // Links `node` (appended earlier) into the graph. Safe to run on several threads at once for
   // different nodes; must not run concurrently with search().
   template <class Space>
   void insert(NodeId node, const Space& space);
 
-  // Top `ef` nodes for the query bound in `space`, ascending, excluding deleted nodes when
-  // `deleted` is given. Greedy descent through the upper layers, beam search on layer 0.
-  template <class Space>
-  void search(const Space& space, std::size_t ef, const std::uint8_t* deleted,
-              SearchScratch& scratch, std::vector<Neighbor>& results) const;
+  // Top `ef` nodes for the query bound in `space` that `accepts(node)` (deleted nodes, and
+  // those a filter excludes, are refused), ascending. Refused nodes still route the search but
+  // take no result slot. Greedy descent through the upper layers, beam search on layer 0.
+  // Returns the number of distances computed.
+  template <class Space, class Accept>
+  std::size_t search(const Space& space, std::size_t ef, const Accept& accepts,
+                     SearchScratch& scratch, std::vector<Neighbor>& results) const;
 
   // Raw link access (serialization and validation).
   const std::uint32_t* level0_row(NodeId node) const {
@@ -116,8 +135,8 @@ class HnswGraph {
   std::mutex& lock_of(NodeId node) const { return link_locks_[node % link_locks_.size()]; }
 
   template <class Space>
-  NodeId greedy_descent(const Space& space, NodeId start, int from_level, int to_level,
-                        bool locked) const;
+  NodeId greedy_descent(const Space& space, NodeId start, int from_level, int to_level, bool locked,
+                        std::size_t* distances = nullptr) const;
   template <class Space>
   void search_layer_for_insert(const Space& space, NodeId entry, int level, CandidatePool& pool,
                                VisitedSet& visited) const;
@@ -134,6 +153,7 @@ class HnswGraph {
   std::uint32_t ef_construction_;
   double level_multiplier_;
   std::size_t level0_words_;
+  std::size_t payload_bytes_;
 
   std::size_t node_count_ = 0;
   AlignedBuffer<std::uint32_t> level0_;
@@ -153,9 +173,10 @@ class HnswGraph {
 
 template <class Space>
 NodeId HnswGraph::greedy_descent(const Space& space, NodeId start, int from_level, int to_level,
-                                 bool locked) const {
+                                 bool locked, std::size_t* distances) const {
   NodeId current = start;
   float current_distance = space.query(current);
+  std::size_t computed = 1;
   std::array<NodeId, kMaxDegree> snapshot{};
   for (int level = from_level; level > to_level; --level) {
     bool improved = true;
@@ -173,6 +194,7 @@ NodeId HnswGraph::greedy_descent(const Space& space, NodeId start, int from_leve
         count = row[0];
       }
       for (std::uint32_t i = 0; i < count; ++i) space.prefetch(neighbours[i]);
+      computed += count;
       for (std::uint32_t i = 0; i < count; ++i) {
         const float distance = space.query(neighbours[i]);
         if (distance < current_distance) {
@@ -183,6 +205,7 @@ NodeId HnswGraph::greedy_descent(const Space& space, NodeId start, int from_leve
       }
     }
   }
+  if (distances != nullptr) *distances += computed;
   return current;
 }
 
@@ -263,6 +286,54 @@ void HnswGraph::link_back(const Space& space, NodeId neighbor, NodeId node, floa
 }
 
 template <class Space>
+void HnswGraph::repaired_links(const Space& space, const std::uint8_t* deleted, NodeId node,
+                               int level, std::vector<Neighbor>& out) const {
+  out.clear();
+  const std::uint32_t* row = links(node, level);
+  const std::uint32_t limit = max_degree(level);
+  std::vector<NodeId> lost;
+  for (std::uint32_t i = 1; i <= row[0]; ++i) {
+    if (deleted[row[i]] != 0) {
+      lost.push_back(row[i]);
+    } else {
+      out.push_back({0.0f, row[i]});
+    }
+  }
+  if (lost.empty()) return;  // nothing to repair: the row stays as it is, in its order
+  std::vector<NodeId> candidates;
+  for (const Neighbor& kept : out) candidates.push_back(kept.node);
+  std::vector<NodeId> next_lost;
+  for (int hop = 0; hop < 2 && !lost.empty(); ++hop) {
+    next_lost.clear();
+    for (const NodeId gone : lost) {
+      const std::uint32_t* gone_row = links(gone, level);
+      for (std::uint32_t i = 1; i <= gone_row[0]; ++i) {
+        const NodeId via = gone_row[i];
+        if (via == node) continue;
+        if (deleted[via] == 0) {
+          candidates.push_back(via);
+        } else {
+          next_lost.push_back(via);
+        }
+      }
+    }
+    // A third hop only while the repaired row would be less than half full.
+    std::sort(candidates.begin(), candidates.end());
+    candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
+    if (candidates.size() * 2 >= limit) break;
+    std::sort(next_lost.begin(), next_lost.end());
+    next_lost.erase(std::unique(next_lost.begin(), next_lost.end()), next_lost.end());
+    lost.swap(next_lost);
+  }
+  out.clear();
+  for (const NodeId candidate : candidates) {
+    out.push_back({space.between(node, candidate), candidate});
+  }
+  std::sort(out.begin(), out.end(), closer);
+  select_neighbors(space, out, limit);
+}
+
+template <class Space>
 void HnswGraph::insert(NodeId node, const Space& space) {
   const int node_level = levels_[node];
   std::unique_lock<std::mutex> entry_guard(entry_mutex_);
@@ -317,20 +388,22 @@ void HnswGraph::insert(NodeId node, const Space& space) {
   }
 }
 
-template <class Space>
-void HnswGraph::search(const Space& space, std::size_t ef, const std::uint8_t* deleted,
-                       SearchScratch& scratch, std::vector<Neighbor>& results) const {
+template <class Space, class Accept>
+std::size_t HnswGraph::search(const Space& space, std::size_t ef, const Accept& accepts,
+                              SearchScratch& scratch, std::vector<Neighbor>& results) const {
   results.clear();
-  if (max_level_ < 0) return;
-  const NodeId start = greedy_descent(space, entry_point_, max_level_, 0, /*locked=*/false);
+  if (max_level_ < 0) return 0;
+  std::size_t distances = 0;
+  const NodeId start =
+      greedy_descent(space, entry_point_, max_level_, 0, /*locked=*/false, &distances);
 
   VisitedSet& visited = scratch.visited;
   visited.begin(node_count_);
   CandidatePool& pool = scratch.pool;
   pool.reset(ef);
-  const auto is_live = [deleted](NodeId n) { return deleted == nullptr || deleted[n] == 0; };
   visited.test_and_set(start);
-  pool.insert(space.query(start), start, is_live(start));
+  pool.insert(space.query(start), start, accepts(start));
+  ++distances;
   std::array<NodeId, kMaxDegree> fresh_nodes{};
   while (pool.has_unexpanded()) {
     const Neighbor current = pool.pop_unexpanded();
@@ -346,17 +419,19 @@ void HnswGraph::search(const Space& space, std::size_t ef, const std::uint8_t* d
         space.prefetch(neighbour);
       }
     }
+    distances += fresh;
     for (std::uint32_t i = 0; i < fresh; ++i) {
       const NodeId neighbour = fresh_nodes[i];
       const float distance = space.query(neighbour);
       if (pool.admits(distance)) {
         // Admitted nodes are the ones likely to be expanded: start loading their links.
         __builtin_prefetch(level0_row(neighbour));
-        pool.insert(distance, neighbour, is_live(neighbour));
+        pool.insert(distance, neighbour, accepts(neighbour));
       }
     }
   }
   pool.live_results(ef, results);
+  return distances;
 }
 
 }  // namespace matry::graph

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .errors import ContractError, CorruptIndexError
+from .filters import IdSet, SearchStats
 from .index import DEFAULT_EF, Index, fit_rotation, read_metadata, simd_level
 
 if TYPE_CHECKING:
@@ -36,7 +37,9 @@ __all__ = [
     "CorruptIndexError",
     "Encoder",
     "Hit",
+    "IdSet",
     "Index",
+    "SearchStats",
     "__version__",
     "fit_rotation",
     "read_metadata",

@@ -9,19 +9,27 @@ encoder's fingerprint, and refuses vectors that do not fit with a :class:`~matry
 from __future__ import annotations
 
 import json
+import logging
 import os
-from collections.abc import Iterable, Sequence
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Union, cast, overload
 
 import numpy as np
 import numpy.typing as npt
 
+from ._migration import Checkpoint, MigrationEstimate, order_digest, source_digest
 from .encoder import BUNDLED_MODEL, Encoder, _as_texts, fingerprints_match
 from .errors import ContractError, CorruptIndexError
+from .filters import IdSet
 from .index import Index, _as_ids, read_metadata
 
-__all__ = ["Collection", "Hit"]
+__all__ = ["Collection", "Hit", "MigrationEstimate"]
+
+_logger = logging.getLogger("matry")
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -318,7 +326,13 @@ class Collection:
     # str is itself an Iterable[str]: the first overload wins for a single string.
     @overload
     def search(  # type: ignore[overload-overlap]
-        self, text_or_texts: str, k: int = ..., *, ef: int | None = ..., batch_size: int = ...
+        self,
+        text_or_texts: str,
+        k: int = ...,
+        *,
+        ef: int | None = ...,
+        batch_size: int = ...,
+        where: dict[str, Any] | None = ...,
     ) -> list[Hit]: ...
     @overload
     def search(
@@ -328,6 +342,7 @@ class Collection:
         *,
         ef: int | None = ...,
         batch_size: int = ...,
+        where: dict[str, Any] | None = ...,
     ) -> list[list[Hit]]: ...
     def search(
         self,
@@ -336,20 +351,52 @@ class Collection:
         *,
         ef: int | None = None,
         batch_size: int = 64,
+        where: dict[str, Any] | None = None,
     ) -> list[Hit] | list[list[Hit]]:
         """Encodes the text(s) as queries and returns the ``k`` nearest items.
 
         One string gives ``list[Hit]``; a list of strings gives one list per query.
+        ``where={"field": value, ...}`` keeps items whose metadata has every field equal to
+        its value (a list, tuple or set value: equal to any of them); it runs as an id filter
+        inside the index search (:meth:`matry.Index.search`).
         """
         single = isinstance(text_or_texts, str)
         queries = _as_texts(text_or_texts)
+        allowed = self._where_filter(where)
         if not queries:
             return []
         vectors = self._encoder.encode(
             queries, input_type="query", dims=self._dims, batch_size=batch_size
         )
-        hits = self._hits(vectors, k, ef)
+        hits = self._hits(vectors, k, ef, allowed)
         return hits[0] if single else hits
+
+    def _where_filter(self, where: dict[str, Any] | None) -> IdSet | None:
+        """The ids whose metadata matches ``where`` (None: no filter)."""
+        if where is None:
+            return None
+        if not isinstance(where, dict) or not where:
+            raise TypeError(
+                f"where: expected a non-empty dict of metadata field -> value, got {where!r}"
+            )
+        for field in where:
+            if not isinstance(field, str):
+                raise TypeError(f"where: field names must be str, got {field!r}")
+        conditions = {
+            field: (list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value])
+            for field, value in where.items()
+        }
+
+        def matches(item: dict[str, Any] | None) -> bool:
+            if item is None:
+                return False
+            return all(
+                field in item and any(item[field] == v for v in accepted)
+                for field, accepted in conditions.items()
+            )
+
+        allowed = [item_id for item_id, item in self._item_metadata.items() if matches(item)]
+        return IdSet(np.asarray(allowed, dtype=np.int64))
 
     def search_vectors(
         self,
@@ -359,20 +406,25 @@ class Collection:
         input_type: str = "query",
         *,
         ef: int | None = None,
+        where: dict[str, Any] | None = None,
     ) -> list[Hit] | list[list[Hit]]:
         """Searches with precomputed query vectors of the collection's encoder.
 
-        A 1-D vector gives ``list[Hit]``; a 2-D array gives one list per row.
+        A 1-D vector gives ``list[Hit]``; a 2-D array gives one list per row. ``where`` as in
+        :meth:`search`.
         """
         single = np.ndim(vectors) == 1
         rows = self._check_vectors(vectors, fingerprint, input_type, role="query")
+        allowed = self._where_filter(where)
         if rows.shape[0] == 0:
             return []
-        hits = self._hits(rows, k, ef)
+        hits = self._hits(rows, k, ef, allowed)
         return hits[0] if single else hits
 
-    def _hits(self, vectors: np.ndarray, k: int, ef: int | None) -> list[list[Hit]]:
-        found_ids, distances = self._index.search(vectors, k=k, ef=ef)
+    def _hits(
+        self, vectors: np.ndarray, k: int, ef: int | None, allowed: IdSet | None = None
+    ) -> list[list[Hit]]:
+        found_ids, distances = self._index.search(vectors, k=k, ef=ef, filter=allowed)
         results: list[list[Hit]] = []
         for row_ids, row_distances in zip(found_ids.tolist(), distances.tolist()):
             hits = []
@@ -503,15 +555,41 @@ class Collection:
         *,
         dims: int | None = None,
         batch_size: int = 64,
+        checkpoint: PathLike | None = None,
+        checkpoint_every: int = 4096,
+        on_estimate: Callable[[MigrationEstimate], None] | None = None,
         **index_params: Any,
     ) -> Collection:
-        """Re-encodes every stored text with ``new_encoder`` into a new collection.
+        """Re-encodes every stored text with ``new_encoder`` into a new collection (a migration).
 
         Ids, texts and metadata carry over; the index parameters too, unless overridden by
         ``index_params`` (a PCA rotation is refitted to the new vectors). This collection is
-        not touched and stays usable. Items added as vectors without text cannot be
-        re-encoded: ContractError.
+        not touched and keeps serving searches while the migration runs (the encoder releases
+        the GIL); the new collection exists only once every text is encoded, so no index and
+        no result list ever holds vectors of both models. Items added as vectors without text
+        cannot be re-encoded: ContractError.
+
+        Before the bulk of the work, the first block of ``batch_size`` texts is timed and the
+        whole duration extrapolated by token count: a :class:`MigrationEstimate` logged on the
+        ``matry`` logger, printed to stderr when ``progress`` is true, and passed to
+        ``on_estimate`` when given.
+
+        ``checkpoint``: a directory where the vectors done so far are written every
+        ``checkpoint_every`` texts (atomically: temporary files renamed into place). Calling
+        ``reembed`` again with the same checkpoint after an interruption resumes where the last
+        checkpoint stopped and gives the same vectors as an uninterrupted run. A checkpoint
+        made by another encoder, at other dims or for another collection (other ids or texts)
+        is refused with ContractError. It is deleted once the new collection is complete.
         """
+        if not isinstance(new_encoder, Encoder):
+            raise TypeError(
+                f"new_encoder: expected a matry.Encoder, got {type(new_encoder).__name__}"
+            )
+        for name, value in (("batch_size", batch_size), ("checkpoint_every", checkpoint_every)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name}: must be a positive int, got {value!r}")
+        if on_estimate is not None and not callable(on_estimate):
+            raise TypeError(f"on_estimate: expected a callable, got {type(on_estimate).__name__}")
         ids = self._index.ids().tolist()
         missing = [i for i in ids if self._texts[i] is None]
         if missing:
@@ -526,23 +604,95 @@ class Collection:
         params.update(index_params)
         fresh = Collection(new_encoder, metric=self._metric, dims=dims, **params)
         fresh._index.ef = self._index.ef
-        # every id has a text: the missing ones were refused above
+        # a snapshot: items added to or removed from this collection meanwhile are not migrated
+        # (every id has a text: the missing ones were refused above)
         texts = cast("list[str]", [self._texts[i] for i in ids])
-        if texts:
-            vectors = new_encoder.encode(
-                texts,
-                input_type="document",
-                dims=fresh.dims,
-                batch_size=batch_size,
-                progress=progress,
+        metadata = [self._item_metadata[i] for i in ids]
+        # longest first (little padding per batch); the order is part of the checkpoint's plan
+        tokens = new_encoder._token_counts(texts, "document")
+        order = np.argsort(-tokens, kind="stable")
+        store: Checkpoint | None = None
+        done_vectors = np.zeros((0, fresh.dims), dtype=np.float32)
+        if checkpoint is not None:
+            identity = {
+                "target_fingerprint": fresh.fingerprint,
+                "source": source_digest(self._fingerprint, ids, texts),
+                "source_fingerprint": self._fingerprint,
+                "source_count": len(ids),
+                "total": len(ids),
+                "order": order_digest(order),
+                "dims": fresh.dims,
+            }
+            store, done_vectors = Checkpoint.open(Path(os.fspath(checkpoint)), identity, fresh.dims)
+        vectors = np.empty((len(ids), fresh.dims), dtype=np.float32)
+        done = done_vectors.shape[0]
+        vectors[:done] = done_vectors
+        bar = None
+        if progress and done < len(ids):
+            from tqdm.auto import tqdm
+
+            bar = tqdm(
+                total=len(ids), initial=done, desc=f"re-embedding ({new_encoder.name})", unit="text"
             )
-            fresh._store(
-                vectors,
-                np.asarray(ids, dtype=np.int64),
-                list(texts),
-                [self._item_metadata[i] for i in ids],
-            )
+        try:
+            position = done
+            while position < len(ids):
+                block = order[position : position + batch_size]
+                started = time.perf_counter()
+                vectors[position : position + len(block)] = new_encoder.encode(
+                    [texts[i] for i in block],
+                    input_type="document",
+                    dims=fresh.dims,
+                    batch_size=batch_size,
+                )
+                if position == done:
+                    estimate = _estimate(
+                        len(ids), done, block, tokens, order, time.perf_counter() - started
+                    )
+                    _logger.info("%s", estimate)
+                    if bar is not None:
+                        bar.write(str(estimate), file=sys.stderr)
+                    if on_estimate is not None:
+                        on_estimate(estimate)
+                position += len(block)
+                if bar is not None:
+                    bar.update(len(block))
+                if store is not None and (
+                    position - store.done >= checkpoint_every or position == len(ids)
+                ):
+                    store.save(vectors, position)
+        finally:
+            if bar is not None:
+                bar.close()
+        if ids:
+            in_id_order = np.empty_like(vectors)
+            in_id_order[order] = vectors
+            fresh._store(in_id_order, np.asarray(ids, dtype=np.int64), list(texts), metadata)
+        if store is not None:
+            store.remove()
         return fresh
+
+
+def _estimate(
+    total: int,
+    done: int,
+    sample: np.ndarray,
+    tokens: np.ndarray,
+    order: np.ndarray,
+    seconds: float,
+) -> MigrationEstimate:
+    sample_tokens = int(tokens[sample].sum())
+    remaining_tokens = int(tokens[order[done:]].sum())
+    scale = remaining_tokens / max(sample_tokens, 1)
+    return MigrationEstimate(
+        total_texts=total,
+        resumed_from=done,
+        remaining_texts=total - done,
+        sample_texts=len(sample),
+        sample_tokens=sample_tokens,
+        sample_seconds=seconds,
+        estimated_seconds=seconds * scale,
+    )
 
 
 def _check_item_metadata(metadata: Any, count: int, single: bool) -> list[dict[str, Any] | None]:

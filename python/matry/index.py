@@ -7,13 +7,14 @@ import json
 import os
 import stat
 import threading
-from typing import Any, Union
+from typing import Any, BinaryIO, Literal, Union, overload
 
 import numpy as np
 import numpy.typing as npt
 
-from . import _core
+from . import _core, filters
 from .errors import CorruptIndexError
+from .filters import FilterPath, SearchStats
 
 ArrayLike = npt.ArrayLike
 PathLike = Union[str, "os.PathLike[str]"]
@@ -188,6 +189,7 @@ class Index:
         _metadata: dict[str, Any] | None = None,
     ) -> None:
         self.metadata: dict[str, Any] = dict(_metadata or {})
+        self._auto_compact: float | None = None
         # Held while the first add fits rotation="pca" and stores its batch: every concurrent
         # add waits for that rotation instead of storing rows unrotated or under another one.
         self._rotation_fit_lock = threading.Lock()
@@ -361,7 +363,10 @@ class Index:
             with self._rotation_fit_lock:
                 if self._rotation is None:
                     return self._fit_rotation_and_add(rows, id_array, threads, bool(replace))
-        return self._core.add(self._rotate(rows), id_array, threads, bool(replace))
+        assigned = self._core.add(self._rotate(rows), id_array, threads, bool(replace))
+        if replace:
+            self._maybe_compact()
+        return assigned
 
     def _fit_rotation_and_add(
         self, rows: np.ndarray, ids: np.ndarray | None, threads: int, replace: bool
@@ -379,6 +384,7 @@ class Index:
                 self._rotation = None
             raise
 
+    @overload
     def search(
         self,
         queries: ArrayLike,
@@ -387,7 +393,38 @@ class Index:
         num_threads: int = 0,
         prefix_dim: int | None = None,
         rerank: int | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
+        *,
+        filter: Any = None,
+        filter_path: FilterPath = "auto",
+        stats: Literal[False] = False,
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+    @overload
+    def search(
+        self,
+        queries: ArrayLike,
+        k: int = 10,
+        ef: int | None = None,
+        num_threads: int = 0,
+        prefix_dim: int | None = None,
+        rerank: int | None = None,
+        *,
+        filter: Any = None,
+        filter_path: FilterPath = "auto",
+        stats: Literal[True],
+    ) -> tuple[np.ndarray, np.ndarray, SearchStats]: ...
+    def search(
+        self,
+        queries: ArrayLike,
+        k: int = 10,
+        ef: int | None = None,
+        num_threads: int = 0,
+        prefix_dim: int | None = None,
+        rerank: int | None = None,
+        *,
+        filter: Any = None,
+        filter_path: FilterPath = "auto",
+        stats: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, SearchStats]:
         """Approximate k nearest neighbours of each query.
 
         Returns ``(ids, distances)``: int64 and float32 arrays of shape [n, k], ascending
@@ -398,9 +435,20 @@ class Index:
         With ``quantization="int8"`` the traversal runs on codes and the best ``rerank``
         candidates (default: ``max(2 * k, 20)``, at most ``ef``) are rescored on the float32
         rows.
+
+        ``filter`` limits the results to allowed ids: an array of ids (each must be in the
+        index), a boolean mask over ids (length at least one past the largest id added), a
+        :class:`matry.IdSet`, or a list of those, one per query row (``None`` entries: no
+        filter). It is evaluated in C++ inside the traversal; when few ids are allowed a cost
+        model scans them exactly instead, and a traversal that finds fewer than k allowed ids
+        falls back to that scan, so results are right at any selectivity. ``filter_path``
+        forces "graph" or "brute_force"; ``stats=True`` also returns a :class:`SearchStats`
+        saying which path each query took.
         """
         if (
-            type(queries) is np.ndarray
+            filter is None
+            and not stats
+            and type(queries) is np.ndarray
             and queries.dtype == _FLOAT32
             and queries.flags.c_contiguous
             and type(k) is int
@@ -417,7 +465,8 @@ class Index:
             # second: plain float32 rows skip the conversions (the core checks dim, NaN, inf).
             if queries.ndim == 1:
                 queries = queries.reshape(1, queries.shape[0])
-            return self._core.search(queries, k, ef or 0, 0, 0, num_threads)
+            ids, distances = self._core.search(queries, k, ef or 0, 0, 0, num_threads)
+            return ids, distances
         rows = _as_rows(queries, self.dim, "queries")
         k = _positive_int(k, "k")
         ef_value = 0 if ef is None else _positive_int(ef, "ef")
@@ -431,17 +480,31 @@ class Index:
             rerank_value = _positive_int(rerank, "rerank")
             if rerank_value < k:
                 raise ValueError(f"rerank: must be >= k ({k}), got {rerank_value}")
-        return self._core.search(
-            self._rotate(rows), k, ef_value, width, rerank_value, _threads(num_threads)
+        path = filters.filter_path_code(filter_path)
+        if stats and not isinstance(stats, bool):
+            raise TypeError(f"stats: expected a bool, got {type(stats).__name__}")
+        one, per_query = filters.resolve(filter, self, rows.shape[0])
+        threads = _threads(num_threads)
+        rotated = self._rotate(rows)
+        found = self._core.search(
+            rotated, k, ef_value, width, rerank_value, threads, one, per_query, path, None, stats
         )
+        if stats:
+            ids, distances, brute_force, computed = found
+            return ids, distances, SearchStats(brute_force.astype(np.bool_), computed)
+        return found[0], found[1]
 
     def exact_search(
-        self, queries: ArrayLike, k: int = 10, num_threads: int = 0
+        self, queries: ArrayLike, k: int = 10, num_threads: int = 0, *, filter: Any = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact k nearest neighbours by brute force over the live vectors (same output)."""
+        """Exact k nearest neighbours by brute force over the live vectors (same output).
+
+        ``filter`` as in :meth:`search`: the exact nearest among the allowed ids.
+        """
         rows = _as_rows(queries, self.dim, "queries")
         k = _positive_int(k, "k")
-        return self._core.exact_search(self._rotate(rows), k, _threads(num_threads))
+        one, per_query = filters.resolve(filter, self, rows.shape[0])
+        return self._core.exact_search(self._rotate(rows), k, _threads(num_threads), one, per_query)
 
     def reorder(self) -> None:
         """Renumbers the stored nodes in breadth-first order of the graph's bottom layer.
@@ -453,10 +516,55 @@ class Index:
         self._core.reorder()
 
     def remove(self, ids: ArrayLike) -> None:
-        """Removes ids (KeyError for an unknown one; nothing changes then)."""
+        """Removes ids (KeyError for an unknown one; nothing changes then).
+
+        A removed id leaves a tombstone that searches still walk (it routes, but is never
+        returned) until :meth:`compact`, which :attr:`auto_compact` can run by itself.
+        """
         id_array = _as_ids(ids)
         if id_array.size:
             self._core.remove(id_array)
+            self._maybe_compact()
+
+    @property
+    def deleted_fraction(self) -> float:
+        """Share of the stored nodes that are tombstones (removed or replaced ids)."""
+        nodes = int(self._core.node_count)
+        return 0.0 if nodes == 0 else (nodes - len(self._core)) / nodes
+
+    @property
+    def auto_compact(self) -> float | None:
+        """Run :meth:`compact` after a ``remove`` (or ``add(replace=True)``) leaves at least
+        this share of tombstones; None (the default) leaves it to the caller."""
+        return self._auto_compact
+
+    @auto_compact.setter
+    def auto_compact(self, value: float | None) -> None:
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not 0.0 < float(value) <= 1.0
+        ):
+            raise ValueError(f"auto_compact: expected None or a fraction in (0, 1], got {value!r}")
+        self._auto_compact = None if value is None else float(value)
+
+    def _maybe_compact(self) -> None:
+        if self._auto_compact is not None and self.deleted_fraction >= self._auto_compact:
+            self.compact()
+
+    def compact(self, num_threads: int = 0) -> int:
+        """Drops tombstones for good and repairs the links that led to them; returns how
+        many nodes were dropped.
+
+        Removing many ids leaves tombstones every search still walks: at 90% removed a search
+        does several times the work. Compaction keeps the survivors and their ids, renumbers
+        them densely and gives each node that lost neighbours new ones from its neighbours'
+        neighbours (the neighbour heuristic picks among them), so recall and speed come back
+        to those of a fresh build (bench/compaction.py). Searches keep running meanwhile and
+        see the old graph or the new one; adds and removes wait. It needs memory for a second
+        copy of the survivors while it runs. Removed ids cannot be restored afterwards.
+        """
+        return int(self._core.compact(_threads(num_threads)))
 
     def _restore(self, ids: ArrayLike) -> None:
         """Undoes remove() for ids not re-added since (hnswlib's unmark_deleted)."""
@@ -483,8 +591,13 @@ class Index:
         except (TypeError, ValueError) as error:
             raise ValueError(f"metadata: not JSON-serializable ({error})") from None
 
-    def save(self, path: PathLike) -> None:
+    def save(self, path: PathLike | BinaryIO) -> None:
         """Writes the index (with :attr:`metadata` and :attr:`ef`) atomically to ``path``.
+
+        ``path`` may also be a binary file object open for writing (``io.BytesIO``, an
+        ``open(..., "wb")`` file, a socket's makefile): the format is streamed to its
+        ``write()`` in pieces of at most 1 MiB, from its current position, and it is neither
+        flushed nor closed. Saving never holds more than the index plus a 1 MiB buffer.
 
         The bytes go to a temporary file in the same directory, which is fsynced, renamed over
         ``path``, and then the directory is fsynced. If the process is killed or the machine
@@ -498,11 +611,37 @@ class Index:
         file (a directory, FIFO, device or socket) is never replaced: OSError. A path with a
         NUL byte raises ValueError.
         """
-        self._core.save(_path_bytes(path), self._metadata_json())
+        if _is_stream(path, "write"):
+            self._core.save_to(path.write, self._metadata_json())  # type: ignore[union-attr]
+            return
+        self._core.save(_path_bytes(path), self._metadata_json())  # type: ignore[arg-type]
+
+    def to_bytes(self) -> bytes:
+        """The saved form as bytes (what :meth:`save` writes), built in place."""
+        return self._core.to_bytes(self._metadata_json())
 
     @classmethod
-    def load(cls, path: PathLike, mmap: bool = False) -> Index:
+    def from_bytes(cls, data: bytes | bytearray | memoryview) -> Index:
+        """An index from :meth:`to_bytes` output (read in place, not copied first)."""
+        if isinstance(data, str) or not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data: expected bytes, got {type(data).__name__}")
+        core, metadata_json = _core.Index.from_bytes(data)
+        return cls._from_core(core, metadata_json)
+
+    @classmethod
+    def _from_core(cls, core: _core.Index, metadata_json: bytes) -> Index:
+        metadata = _parse_metadata(metadata_json)["user"]
+        _check_loaded_rotation(core)
+        return cls(0, _core_index=core, _metadata=metadata)
+
+    @classmethod
+    def load(cls, path: PathLike | BinaryIO, mmap: bool = False) -> Index:
         """Loads a saved index; CorruptIndexError names what is wrong with a bad file.
+
+        The file is read section by section straight into the index's buffers: a load needs
+        the memory of the index, not that of the index plus the file. ``path`` may also be a
+        binary file object open for reading (its ``read()`` is called, from its current
+        position, for pieces of at most 4 MiB; it is left just past the index).
 
         ``mmap=True`` reads the float32 rows (and the links and codes of an int8 index) in
         place from a read-only mapping of the file instead of copying them: resident memory
@@ -513,10 +652,13 @@ class Index:
         """
         if not isinstance(mmap, bool):
             raise ValueError(f"mmap: expected True or False, got {mmap!r}")
-        core, metadata_json = _core.Index.load(_existing_file(path), mmap)
-        metadata = _parse_metadata(metadata_json)["user"]
-        _check_loaded_rotation(core)
-        return cls(0, _core_index=core, _metadata=metadata)
+        if _is_stream(path, "read"):
+            if mmap:
+                raise ValueError("mmap: needs a path; a file object is read, not mapped")
+            core, metadata_json = _core.Index.load_from(path.read)  # type: ignore[union-attr]
+        else:
+            core, metadata_json = _core.Index.load(_existing_file(path), mmap)  # type: ignore[arg-type]
+        return cls._from_core(core, metadata_json)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"index": self._core.to_bytes(self._metadata_json())}
@@ -529,6 +671,13 @@ class Index:
         metadata = _parse_metadata(metadata_json)["user"]
         _check_loaded_rotation(core)
         self.__init__(0, _core_index=core, _metadata=metadata)  # type: ignore[misc]
+
+
+def _is_stream(target: object, method: str) -> bool:
+    """A file object (has ``read`` / ``write``) rather than a path."""
+    return not isinstance(target, (str, bytes, os.PathLike)) and callable(
+        getattr(target, method, None)
+    )
 
 
 def _path_bytes(path: PathLike) -> bytes:

@@ -30,8 +30,11 @@ Where this shim deliberately differs from hnswlib 0.8:
   its first ``n`` labels in row-major order, i.e. of the first ``n / k`` rows).
 * ``M`` must lie in matry's range [2, 128] (hnswlib accepts 0 and 1 and caps M at 10000).
 * A failed ``add_items`` changes nothing (hnswlib keeps the rows added before the error).
-* ``knn_query(filter=...)`` calls the filter from the calling thread and over-fetches until
-  ``k`` labels pass (finally searching exhaustively), so it finds at least what hnswlib finds.
+* ``knn_query(filter=callable)`` is called per candidate inside the traversal, as in hnswlib
+  (from the search threads, taking the GIL per call); when the traversal finds fewer than ``k``
+  labels that pass, every element is scanned with it, so it finds at least what hnswlib
+  finds. ``filter=`` also takes matry's fast forms: an array of labels, a boolean mask over
+  labels, or a ``matry.IdSet`` (evaluated in C++, no Python call per candidate).
 * ``get_ids_list`` returns labels in ascending order (hnswlib: hash-map order).
 * ``Index(params=...)``, hnswlib's constructor from its pickled state dict, is not offered;
   ``pickle`` and the copy constructor ``Index(other_index)`` work.
@@ -69,8 +72,6 @@ _BF_FORMAT = "matry.compat.hnswlib.BFIndex"
 _BF_FORMAT_VERSION = 1
 _ZIP_MAGIC = b"PK\x03\x04"
 _DISTANCE_BLOCK = 1 << 22  # entries of a query x vector distance block held at once
-
-SearchFunction = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 
 class HnswlibCompatError(RuntimeError, ValueError):
@@ -293,50 +294,13 @@ def _new_matry_index(space: str, dim: int, M: int, ef_construction: int, seed: i
 # filtered search
 
 
-def _filtered_search(
-    queries: np.ndarray,
-    k: int,
-    live_count: int,
-    accept: Callable[[int], object],
-    search: SearchFunction,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The k best labels per query that pass `accept`, over-fetching until enough pass.
+def _callback_filter(accept: Callable[[int], object]) -> Callable[[int], bool]:
+    """hnswlib's filter as the core calls it: once per candidate, with its label."""
 
-    `search(queries, fetch)` returns (int64 ids [n, fetch] with -1 padding, float32 distances);
-    with fetch == live_count it must be exhaustive. Raises like hnswlib if fewer than k pass.
-    """
-    n_queries = queries.shape[0]
-    labels, distances = _empty_result(n_queries, k)
-    verdicts: dict[int, bool] = {}
-    pending = np.arange(n_queries)
-    fetch = min(live_count, max(2 * k, k + 16))
-    while pending.size:
-        block = max(1, _DISTANCE_BLOCK // fetch)
-        unresolved: list[np.ndarray] = []
-        for start in range(0, pending.size, block):
-            rows = pending[start : start + block]
-            found_ids, found_distances = search(queries[rows], fetch)
-            unique_ids, inverse = np.unique(found_ids, return_inverse=True)
-            for label in unique_ids.tolist():
-                if label >= 0 and label not in verdicts:
-                    verdicts[label] = bool(accept(label))
-            allowed = np.array(
-                [label >= 0 and verdicts[label] for label in unique_ids.tolist()], dtype=bool
-            )
-            passing = allowed[inverse.reshape(found_ids.shape)]
-            rank = np.cumsum(passing, axis=1)
-            complete = rank[:, -1] >= k
-            if not np.all(complete) and fetch >= live_count:
-                raise HnswlibCompatError(
-                    f"{_NOT_ENOUGH_RESULTS} (fewer than k={k} elements pass the filter)"
-                )
-            take = passing & (rank <= k) & complete[:, None]
-            labels[rows[complete]] = found_ids[take].reshape(-1, k).astype(np.uint64)
-            distances[rows[complete]] = found_distances[take].reshape(-1, k)
-            unresolved.append(rows[~complete])
-        pending = np.concatenate(unresolved)
-        fetch = min(live_count, fetch * 4)
-    return labels, distances
+    def accept_id(label: int) -> bool:
+        return bool(accept(label))
+
+    return accept_id
 
 
 # ----------------------------------------------------------------------------------------------
@@ -544,7 +508,7 @@ class Index:
         data: Any,
         k: int = 1,
         num_threads: int = -1,
-        filter: Callable[[int], bool] | None = None,  # noqa: A002 - hnswlib's name
+        filter: Callable[[int], bool] | Any = None,  # noqa: A002 - hnswlib's name
     ) -> tuple[np.ndarray, np.ndarray]:
         """(labels uint64 [n, k], distances float32 [n, k]) of the k nearest per query row,
         nearest first; RuntimeError if fewer than k elements (passing filter) exist."""
@@ -561,21 +525,28 @@ class Index:
                 f"{_NOT_ENOUGH_RESULTS} (k={k}, {live_count} elements not marked deleted)"
             )
 
-        def search(batch: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
-            with _hnswlib_errors():
-                if fetch >= live_count:
-                    return index.exact_search(batch, k=fetch, num_threads=threads)
-                ef = max(self._ef, fetch)
-                return index.search(batch, k=fetch, ef=ef, num_threads=threads)
-
-        if filter is not None:  # the filter's own exceptions pass through unchanged
-            return _filtered_search(queries, k, live_count, filter, search)
-        with _hnswlib_errors():
-            found_ids, found_distances = index.search(
-                queries, k=k, ef=max(self._ef, k), num_threads=threads
+        ef = max(self._ef, k)
+        if filter is not None and callable(filter):
+            # hnswlib's semantics: the traversal calls it for each candidate it meets (from
+            # the search threads, each call taking the GIL). When the traversal finds fewer
+            # than k that pass, the core scans every element with it, so this finds at least
+            # what hnswlib finds. The filter's own exceptions pass through unchanged.
+            # (queries are checked above, so any exception here is the filter's own)
+            rows = np.ascontiguousarray(queries, dtype=np.float32)
+            found_ids, found_distances = index._core.search(
+                rows, k, ef, 0, 0, threads, None, None, 0, _callback_filter(filter)
             )
+        else:
+            # matry's fast forms too: an array of labels, a boolean mask, a matry.IdSet.
+            with _hnswlib_errors():
+                found_ids, found_distances = index.search(
+                    queries, k=k, ef=ef, num_threads=threads, filter=filter
+                )
         if np.any(found_ids < 0):
-            raise HnswlibCompatError(_NOT_ENOUGH_RESULTS)
+            raise HnswlibCompatError(
+                _NOT_ENOUGH_RESULTS
+                + (f" (fewer than k={k} elements pass the filter)" if filter is not None else "")
+            )
         return found_ids.astype(np.uint64), np.ascontiguousarray(found_distances, np.float32)
 
     def mark_deleted(self, label: int) -> None:
