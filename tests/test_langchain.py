@@ -178,25 +178,61 @@ def test_delete_some_then_all(corpus: Any) -> None:
 # ------------------------------------------------------------------ filters
 
 
-@pytest.mark.parametrize("limit", [lc.EXACT_FILTER_LIMIT, 0])
-def test_dict_filter_returns_exact_matches_only(
-    corpus: Any, limit: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """limit 0 sends every filtered search through the index's own filtered search (or, where
-    the index has none, the exact path: see test_index_filtered_search_is_used)."""
-    monkeypatch.setattr(lc, "EXACT_FILTER_LIMIT", limit)
+def test_dict_filter_returns_exact_matches_only(corpus: Any) -> None:
     store = _filled(corpus, ef=300)
     _, vectors, _, metadata = corpus
     rng = np.random.default_rng(2)
-    for where in ({"group": 1}, {"group": 2, "even": True}, {"tag": "t4", "group": 0}):
-        allowed = np.array(
-            [i for i, m in enumerate(metadata) if all(m[k] == v for k, v in where.items())]
-        )
+    for where in (
+        {"group": 1},
+        {"even": False},
+        {"group": 2, "even": True},
+        {"tag": "t4", "group": 0},
+        {"tag": ["t1", "t3"], "even": True},  # a list: any of its values, as where= does
+    ):
+
+        def passes(m: dict[str, Any], where: dict[str, Any] = where) -> bool:
+            return all(m[k] in v if isinstance(v, list) else m[k] == v for k, v in where.items())
+
+        allowed = np.array([i for i, m in enumerate(metadata) if passes(m)])
         for _ in range(5):
             query = rng.normal(size=DIM)
             found = store.similarity_search_by_vector(query, k=8, filter=where)
             assert [d.id for d in found] == [f"id{i}" for i in _exact(vectors, query, allowed, 8)]
-            assert all(all(d.metadata[k] == v for k, v in where.items()) for d in found)
+            assert all(passes(d.metadata) for d in found)
+
+
+def test_filter_runs_inside_the_index_search(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broad filter on a larger store takes the filtered graph traversal (a selective one,
+    the exact scan; matry's cost model at the default ef 64 chooses): either way the index
+    gets the allowed ids, nothing is post-filtered."""
+    rng = np.random.default_rng(8)
+    vectors = rng.normal(size=(4000, DIM)).astype(np.float32)
+    texts = [f"doc-{i}" for i in range(4000)]
+    store = MatryVectorStore.from_texts(
+        texts,
+        TableEmbeddings(dict(zip(texts, vectors))),
+        [{"half": i % 2, "rare": i % 400 == 0} for i in range(4000)],
+    )
+    paths: list[bool] = []
+    search = matry.Index.search
+
+    def spy(self: matry.Index, *args: Any, **kwargs: Any) -> Any:
+        assert isinstance(kwargs.get("filter"), (matry.IdSet, type(None)))
+        ids, distances, stats = search(self, *args, **kwargs, stats=True)
+        paths.extend(stats.brute_force.tolist())
+        return ids, distances
+
+    monkeypatch.setattr(matry.Index, "search", spy)
+    hits = 0
+    for query in rng.normal(size=(20, DIM)):
+        found = store.similarity_search_by_vector(query, k=10, filter={"half": 1})
+        assert len(found) == 10 and all(d.metadata["half"] == 1 for d in found)
+        exact = _exact(vectors, query, np.arange(1, 4000, 2), 10)
+        hits += len({d.page_content for d in found} & {f"doc-{i}" for i in exact})
+    rare = store.similarity_search_by_vector(rng.normal(size=DIM), k=20, filter={"rare": True})
+    assert sorted(int(d.page_content[4:]) for d in rare) == list(range(0, 4000, 400))
+    assert paths[:20] == [False] * 20 and paths[20] is True  # graph, then the exact scan
+    assert hits / 200 >= 0.9
 
 
 def test_filter_with_few_matches_returns_fewer_than_k(corpus: Any) -> None:
@@ -224,27 +260,6 @@ def test_callable_filter_sees_documents(corpus: Any) -> None:
     assert len(seen) == 300 and all(isinstance(d, Document) and d.id for d in seen)
     with pytest.raises(TypeError, match="filter"):
         store.similarity_search("doc-1", filter="group == 1")
-
-
-@pytest.mark.xfail(
-    not lc._INDEX_FILTER,
-    reason="matry.Index.search(filter=) (issue 12) is not on this branch: large filtered "
-    "searches run exactly over the matching documents instead",
-    strict=True,
-)
-def test_index_filtered_search_is_used(corpus: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = _filled(corpus)
-    calls: list[Any] = []
-    search = matry.Index.search
-
-    def spy(self: matry.Index, *args: Any, **kwargs: Any) -> Any:
-        calls.append(kwargs.get("filter"))
-        return search(self, *args, **kwargs)
-
-    monkeypatch.setattr(lc, "EXACT_FILTER_LIMIT", 10)
-    monkeypatch.setattr(matry.Index, "search", spy)
-    store.similarity_search("doc-1", k=3, filter={"group": 1})
-    assert len(calls) == 1 and calls[0] is not None and len(calls[0]) == 100
 
 
 # ------------------------------------------------------------------ MMR

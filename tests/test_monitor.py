@@ -143,20 +143,56 @@ def test_calls_that_cannot_be_measured_are_skipped(data: tuple[matry.Index, np.n
     index, pool = data
     with tune.RecallMonitor(index, k=K, sample_rate=1.0) as monitor:
         monitor.search(pool[:5], k=5)  # fewer results than the monitor's k
-        if "filter" not in matry.Index.exact_search.__code__.co_varnames:
-            monitor.observe(pool[:3], *index.search(pool[:3], k=K), filter=[1, 2, 3])
-            skipped = 8
-        else:
-            skipped = 5
+        monitor.search(pool[:3], filter=np.arange(4))  # 4 allowed ids: recall@10 undefined
         assert monitor.flush(10)
-        assert monitor.status().skipped == skipped and monitor.status().total_samples == 0
+        assert monitor.status().skipped == 8 and monitor.status().total_samples == 0
     small = matry.Index(24)
     small.add(pool[:4])
     with tune.RecallMonitor(small, k=K, sample_rate=1.0) as monitor:
-        monitor.search(pool[5:8])  # 4 live vectors: recall@10 is undefined
+        monitor.search(pool[5:8])  # 4 live vectors
         assert monitor.flush(10)
         status = monitor.status()
     assert status.skipped == 3 and status.n_samples == 0 and status.recall is None
+    fake = ExactWithMisses(np.ones((20, 4)), 0)  # its exact_search takes no filter
+    with tune.RecallMonitor(fake, sample_rate=1.0) as monitor:
+        monitor.observe(np.ones((2, 4)), *fake.search(np.ones((2, 4))), filter=[1, 2])
+        assert monitor.flush(10) and monitor.status().skipped == 2
+
+
+def test_filtered_searches_are_checked_against_filtered_exact_search(
+    data: tuple[matry.Index, np.ndarray],
+) -> None:
+    """The exact check runs under the same filter: one for the call, or one per query row
+    (sampled rows keep their own), and the caller's array may change after the call."""
+    index, pool = data
+    queries = pool[:200]
+    even = np.arange(0, 3000, 2)
+    per_row = [even if i % 2 else np.arange(1, 3000, 3) for i in range(len(queries))]
+
+    def expected(filter: Any) -> float:
+        ids, distances = index.search(queries, k=K, ef=24, filter=filter)
+        exact_ids, exact_distances = index.exact_search(queries, k=K, filter=filter)
+        workload = tune._recall.Workload(queries, K, exact_ids, exact_distances[:, -1], None)
+        return float(tune._recall.per_query_recall(workload, ids, distances).mean())
+
+    for filter in (even, per_row):
+        with tune.RecallMonitor(index, sample_rate=1.0, window=1000) as monitor:
+            allowed = even.copy()
+            call_filter = allowed if filter is even else filter
+            monitor.search(queries, ef=24, filter=call_filter)
+            allowed[:] = 1  # the caller reuses its buffer
+            assert monitor.flush(10)
+            status = monitor.status()
+        assert status.n_samples == 200 and status.skipped == 0
+        assert status.recall == pytest.approx(expected(filter))
+        assert status.recall != pytest.approx(_true_recall(index, queries, 24))
+    with tune.RecallMonitor(index, sample_rate=0.3, window=1000, seed=4) as monitor:
+        for _ in range(5):
+            monitor.search(queries, ef=24, filter=per_row)
+        assert monitor.flush(10)
+        sampled = monitor.status()
+    assert 200 < sampled.n_samples < 400 and sampled.errors == 0
+    assert abs(sampled.recall - expected(per_row)) < 0.05  # type: ignore[operator]
 
 
 # ------------------------------------------------------------------ the statistics

@@ -43,6 +43,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 
 from ..encoder import Encoder, fingerprints_match
 from ..errors import ContractError, CorruptIndexError
+from ..filters import IdSet
 from ..index import Index, read_metadata
 
 __all__ = ["EncoderEmbeddings", "MatryVectorStore", "embedder_identity"]
@@ -53,10 +54,6 @@ MetadataFilter = Union[dict[str, Any], Callable[[Document], bool]]
 #: Key of the store's record inside :attr:`matry.Index.metadata` of a saved file.
 METADATA_KEY = "matry_langchain"
 _RECORD_FORMAT = 1
-# Up to this many documents pass a filter, the search is exact over them (a matrix product on
-# their stored vectors); above it, the filtered HNSW search runs when the index supports one.
-EXACT_FILTER_LIMIT = 4096
-_EXACT_CHUNK = 16384
 # Settings of an embedder that change how it runs, never the vectors it returns; they are left
 # out of its identity so that, e.g., a new timeout does not make a saved store unloadable.
 _OPERATIONAL_SETTINGS = frozenset(
@@ -83,16 +80,6 @@ _OPERATIONAL_SETTINGS = frozenset(
 # Setting names that may hold credentials: never written to a file.
 _SECRET_WORDS = ("key", "token", "secret", "password", "credential", "auth")
 _INDEX_SETTINGS = ("M", "ef_construction", "seed")
-
-
-def _index_filter_supported() -> bool:
-    """True when ``Index.search`` takes ``filter=`` (allowed ids inside the graph search)."""
-    import inspect
-
-    return "filter" in inspect.signature(Index.search).parameters
-
-
-_INDEX_FILTER = _index_filter_supported()
 
 
 class EncoderEmbeddings(Embeddings):
@@ -290,9 +277,10 @@ class MatryVectorStore(VectorStore):
     Documents are keyed by their LangChain id (a string: ``Document.id``, the ``ids``
     argument, or a new uuid4); adding an id that exists replaces that document (upsert).
     Internally each document has an int64 index id; the mapping is saved with the index.
-    Search methods take ``filter=``: a dict (every key equal in the document's metadata) or a
-    callable ``Document -> bool``; only matching documents are returned (fewer than ``k``
-    when fewer match), never unfiltered ones.
+    Search methods take ``filter=``: a dict (every key equal in the document's metadata; a
+    list, tuple or set of values matches any of them, as ``Collection.search(where=)``) or a
+    callable ``Document -> bool``. The matching ids go to the index's filtered search, so
+    only matching documents are returned (fewer than ``k`` when fewer match).
     """
 
     def __init__(
@@ -609,16 +597,23 @@ class MatryVectorStore(VectorStore):
 
     # ---------------------------------------------------------------- searching
 
-    def _allowed_keys(self, filter: MetadataFilter) -> np.ndarray:
-        """Index ids of the documents that pass ``filter`` (ascending int64)."""
+    def _allowed_keys(self, filter: MetadataFilter) -> IdSet:
+        """Index ids of the documents that pass ``filter``; the caller holds the lock."""
         if isinstance(filter, dict):
-            conditions = list(filter.items())
+            for name in filter:
+                if not isinstance(name, str):
+                    raise TypeError(f"filter: metadata keys must be str, got {name!r}")
+            # as Collection.search(where=): a list, tuple or set of values means any of them
+            conditions = [
+                (name, list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value])
+                for name, value in filter.items()
+            ]
             keys = [
                 key
                 for key, record in self._records.items()
                 if all(
-                    name in record.metadata and record.metadata[name] == value
-                    for name, value in conditions
+                    name in record.metadata and any(record.metadata[name] == v for v in accepted)
+                    for name, accepted in conditions
                 )
             ]
         elif callable(filter):
@@ -628,12 +623,16 @@ class MatryVectorStore(VectorStore):
                 "filter: expected a dict of metadata values or a callable Document -> bool, "
                 f"got {type(filter).__name__}"
             )
-        return np.sort(np.asarray(keys, dtype=np.int64))
+        # an IdSet, unlike an id array, may name ids deleted since: the search runs unlocked
+        return IdSet(np.asarray(keys, dtype=np.int64))
 
     def _nearest(
         self, query: np.ndarray, k: int, filter: MetadataFilter | None, ef: int | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Index ids and cosine similarities of the k nearest documents (that pass filter)."""
+        """Index ids and cosine similarities of the k nearest documents (that pass filter).
+
+        A filter runs inside the index's search (matry's filtered search: in the traversal, or
+        an exact scan of the allowed ids when they are few), never as a post-filter."""
         index = self._index
         empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
         if index is None or not self._records:
@@ -641,36 +640,13 @@ class MatryVectorStore(VectorStore):
         if filter is not None and not (isinstance(filter, dict) and not filter):
             with self._lock:
                 allowed = self._allowed_keys(filter)
-                if allowed.size == 0:
-                    return empty
-                if allowed.size <= EXACT_FILTER_LIMIT or not _INDEX_FILTER:
-                    return self._exact_among(index, query, allowed, k)
-            found, distances = index.search(query, k=k, ef=ef, filter=allowed)  # type: ignore[call-arg,unused-ignore]
+            if len(allowed) == 0:
+                return empty
+            found, distances = index.search(query, k=k, ef=ef, filter=allowed)
         else:
             found, distances = index.search(query, k=k, ef=ef)
         live = found[0] >= 0
         return found[0][live], (1.0 - distances[0][live]).astype(np.float32)
-
-    @staticmethod
-    def _exact_among(
-        index: Index, query: np.ndarray, allowed: np.ndarray, k: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact cosine top-k among ``allowed`` ids, on their stored (unit) vectors."""
-        direction = query[0].astype(np.float64)
-        direction /= np.linalg.norm(direction)
-        best_keys = np.zeros(0, dtype=np.int64)
-        best_sims = np.zeros(0, dtype=np.float32)
-        for start in range(0, allowed.size, _EXACT_CHUNK):
-            chunk = allowed[start : start + _EXACT_CHUNK]
-            sims = (index.get(chunk) @ direction.astype(np.float32)).astype(np.float32)
-            keys = np.concatenate([best_keys, chunk])
-            sims = np.concatenate([best_sims, sims])
-            if sims.size > k:
-                top = np.argpartition(-sims, k - 1)[:k]
-                keys, sims = keys[top], sims[top]
-            best_keys, best_sims = keys, sims
-        order = np.lexsort((best_keys, -best_sims))
-        return best_keys[order], best_sims[order]
 
     def _documents(self, keys: np.ndarray, sims: np.ndarray) -> list[tuple[Document, float]]:
         results = []

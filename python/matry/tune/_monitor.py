@@ -266,6 +266,12 @@ class RecallMonitor:
             with self._state_lock:
                 self._skipped += len(positions)
             return
+        try:
+            filter = self._sampled_filter(filter, positions, int(ids.shape[0]))
+        except (TypeError, ValueError):  # not a filter this monitor can replay
+            with self._state_lock:
+                self._skipped += len(positions)
+            return
         with self._state_lock:
             if self._closed:
                 return
@@ -275,6 +281,8 @@ class RecallMonitor:
                 positions = positions[:room]
             if not positions:
                 return
+            if isinstance(filter, list):
+                filter = filter[: len(positions)]
             rows = np.asarray(queries, dtype=np.float32).reshape(ids.shape[0], -1)[positions]
             sample = (
                 rows,
@@ -285,6 +293,27 @@ class RecallMonitor:
             # under the lock: close() cannot slip its stop marker in before this sample
             self._pending += len(positions)
             self._queue.put((self._generation, sample))
+
+    def _sampled_filter(self, filter: Any, positions: list[int], count: int) -> Any:
+        """The call's filter as the exact search of the sampled rows needs it, copied: one
+        filter per row stays one per sampled row, and ids become an IdSet (the caller may
+        reuse its array, and an IdSet may name ids deleted before the check runs)."""
+        if filter is None:
+            return None
+        if _per_query(filter, count):
+            kept = [self._snapshot_filter(filter[p]) for p in positions]
+            return None if all(item is None for item in kept) else kept
+        return self._snapshot_filter(filter)
+
+    def _snapshot_filter(self, filter: Any) -> Any:
+        if filter is None:
+            return None
+        from ..filters import IdSet
+        from ..index import Index
+
+        if isinstance(self._index, Index):
+            return filter if isinstance(filter, IdSet) else IdSet(np.asarray(filter))
+        return np.array(filter, copy=True) if isinstance(filter, np.ndarray) else filter
 
     # ---------------------------------------------------------------- the background thread
 
@@ -472,6 +501,13 @@ class RecallMonitor:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _per_query(filter: Any, count: int) -> bool:
+    """One filter per query row (matry's convention), as opposed to one list of ids."""
+    if not isinstance(filter, (list, tuple)) or len(filter) != count or not filter:
+        return False
+    return all(item is None or not np.isscalar(item) for item in filter)
 
 
 def _accepts(function: Callable[..., Any], name: str) -> bool:
