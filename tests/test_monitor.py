@@ -228,6 +228,28 @@ def test_interval_covers_the_true_recall_in_repeated_trials(
     assert 40 < float(np.mean(sizes)) < 80
 
 
+def test_running_interval_equals_recall_interval_of_the_window(
+    data: tuple[matry.Index, np.ndarray],
+) -> None:
+    """The monitor keeps its interval from integer running sums; it must be exactly
+    tune.recall_interval of the per-query recalls in the (sliding) window."""
+    index, pool = data
+    with tune.RecallMonitor(index, sample_rate=1.0, window=150, confidence=0.9) as monitor:
+        for start in (0, 100, 200, 300):
+            monitor.search(pool[start : start + 100], ef=24)
+            assert monitor.flush(10)
+            status = monitor.status()
+            window = np.asarray(monitor._window) / K
+            assert status.n_samples == len(window) == min(150, start + 100)
+            assert status.recall == pytest.approx(window.mean(), abs=1e-12)
+            expected = tune.recall_interval(window, K, 0.9)
+            assert status.interval == pytest.approx(expected, abs=1e-12)
+    served, _ = index.search(pool[250:400], k=K, ef=24)  # the last 150 samples
+    exact, _ = index.exact_search(pool[250:400], k=K)
+    hits = [len(set(a) & set(b)) for a, b in zip(served.tolist(), exact.tolist())]
+    assert status.recall == pytest.approx(sum(hits) / (150 * K), abs=0.01)
+
+
 def test_lowering_ef_is_detected_within_the_documented_samples(
     data: tuple[matry.Index, np.ndarray],
 ) -> None:
@@ -324,6 +346,40 @@ def test_full_queue_drops_samples_and_never_blocks_the_caller() -> None:
         assert status.total_samples + status.dropped == 200 and status.pending == 0
     finally:
         fake.release.set()
+        monitor.close()
+
+
+class SlowExact(ExactWithMisses):
+    slow_calls = 0
+
+    def exact_search(self, queries: Any, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        self.slow_calls += 1
+        time.sleep(0.02)
+        return super().exact_search(queries, k)
+
+
+def test_max_busy_bounds_the_background_work() -> None:
+    """Exact searches of 20 ms under max_busy=0.1: at most one per ~200 ms, the rest of the
+    offered samples wait or are dropped; flush() still drains the queue at full speed."""
+    fake = SlowExact(np.random.default_rng(8).normal(size=(100, 4)), 0)
+    monitor = tune.RecallMonitor(
+        fake, sample_rate=1.0, batch_size=1, max_delay=0.0, max_busy=0.1, queue_size=20
+    )
+    try:
+        started = time.monotonic()
+        while time.monotonic() - started < 0.6:
+            monitor.search(np.ones(4))
+            time.sleep(0.002)
+        busy_calls = fake.slow_calls
+        status = monitor.status()
+        assert busy_calls <= 1 + 0.6 / 0.2 + 1  # one per 20 ms of work + 180 ms of pause
+        assert status.dropped > 0 and status.total_samples < busy_calls + 1
+        flushed = time.monotonic()
+        assert monitor.flush(10)
+        assert time.monotonic() - flushed < 20 * 0.02 + 2  # no pauses while flushing
+        status = monitor.status()
+        assert status.total_samples + status.dropped >= 100 and status.pending == 0
+    finally:
         monitor.close()
 
 
@@ -429,6 +485,9 @@ def test_close_stops_sampling_but_not_searching(data: tuple[matry.Index, np.ndar
         ({"alert_on": "bad"}, ValueError, "alert_on"),
         ({"on_alert": 3}, TypeError, "on_alert"),
         ({"queue_size": 0}, ValueError, "queue_size"),
+        ({"max_delay": -1}, ValueError, "max_delay"),
+        ({"max_busy": 0.0}, ValueError, "max_busy"),
+        ({"max_busy": float("nan")}, ValueError, "max_busy"),
         ({"num_threads": -1}, ValueError, "num_threads"),
         ({"seed": "x"}, ValueError, "seed"),
     ],

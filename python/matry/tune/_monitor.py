@@ -11,12 +11,13 @@ runs exact search on batches of them and keeps the per-query recall@k of the las
 samples. The caller never waits for it: when the queue is full the sample is dropped and
 counted.
 
-The interval is ``matry.tune.recall_interval`` over the window (a Student-t interval over
-per-query recall, widened to the Wilson interval on the total hits; see ``_stats``): the
-sampled queries are a random sample of the served ones, so it covers the recall of the recent
-query stream. Two flags read it against the target: ``at_risk`` when its lower end is under
-the target (the target can no longer be certified) and ``violated`` when even its upper end is
-(recall is below the target with the stated confidence).
+The interval is ``matry.tune.recall_interval`` of the window, kept up to date in O(1) per
+sample from integer running sums: a Student-t interval over per-query recall, widened to the
+Wilson interval on the total hits (see ``_stats``). The sampled queries are a random sample of
+the served ones, so it covers the recall of the recent query stream. Two flags read it against
+the target: ``at_risk`` when its lower end is under the target (the target can no longer be
+certified) and ``violated`` when even its upper end is (recall is below the target with the
+stated confidence).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import math
 import queue
 import random
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -42,7 +44,7 @@ from ._recall import (
     check_target,
     per_query_recall,
 )
-from ._stats import recall_interval
+from ._stats import t_quantile, wilson_interval
 
 __all__ = ["STATES", "RecallMonitor", "RecallStatus"]
 
@@ -52,6 +54,7 @@ _log = logging.getLogger("matry.tune")
 STATES = ("warming_up", "ok", "at_risk", "violated")
 _ALERT_LEVELS = ("at_risk", "violated")
 _STOP = object()
+_WAKE = object()  # flush(): measure what is queued now, without waiting for max_delay
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,15 @@ class RecallMonitor:
             ``alert_on`` (or worse), on the monitor's thread; it fires again only after the
             state has been "ok" in between. Exceptions it raises are logged and counted.
         queue_size: sampled queries waiting for exact search, at most; more are dropped.
-        batch_size: sampled queries per exact-search call of the background thread.
+        batch_size: sampled queries per exact-search call of the background thread, at most.
+        max_delay: seconds the background thread waits to gather up to ``batch_size``
+            samples before measuring them (0: measure each as it comes; :meth:`flush` does
+            not wait).
+        max_busy: fraction of one core's time the background thread may spend measuring
+            (e.g. 0.05); after each batch it pauses so as to stay under it, and samples that
+            find the queue full meanwhile are dropped (and counted, never biasing the
+            estimate: which samples are dropped does not depend on their recall). None: no
+            limit, beyond ``queue_size``.
         num_threads: threads of each exact search (default 1, to stay out of the serving
             path's way; 0 = all cores).
         seed: seed of the sampling (None: from the OS).
@@ -138,6 +149,8 @@ class RecallMonitor:
         on_alert: Callable[[RecallStatus], object] | None = None,
         queue_size: int = 1024,
         batch_size: int = 64,
+        max_delay: float = 0.1,
+        max_busy: float | None = None,
         num_threads: int = 1,
         seed: int | None = None,
     ) -> None:
@@ -168,6 +181,18 @@ class RecallMonitor:
         self._on_alert = on_alert
         self._queue_size = check_positive_int("queue_size", queue_size)
         self._batch_size = check_positive_int("batch_size", batch_size)
+        delay = float(max_delay)
+        if not 0.0 <= delay <= 60.0:  # NaN fails too
+            raise ValueError(f"max_delay: must be between 0 and 60 seconds, got {max_delay}")
+        self._max_delay = delay
+        if max_busy is not None:
+            busy = float(max_busy)
+            if not 0.0 < busy <= 1.0:  # NaN fails too
+                raise ValueError(f"max_busy: must be in (0, 1] or None, got {max_busy}")
+            max_busy = busy
+        self._max_busy = max_busy
+        self._hurry = threading.Event()  # cuts a max_busy pause short (flush, close)
+        self._flushing = 0
         self._num_threads = check_num_threads(num_threads)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError(f"seed: expected an int or None, got {seed!r}")
@@ -182,7 +207,11 @@ class RecallMonitor:
 
         self._state_lock = threading.Lock()
         self._idle = threading.Condition(self._state_lock)
-        self._window: deque[float] = deque(maxlen=self._window_size)
+        # hits (0..k) of the sampled queries in the window, with their running sum and sum of
+        # squares: integers, so the window's mean and variance stay exact at any length of run
+        self._window: deque[int] = deque()
+        self._hits_sum = 0
+        self._hits_squares = 0
         self._generation = 0  # bumped by reset(): samples queued before it are discarded
         self._pending = 0
         self._total = self._dropped = self._skipped = self._errors = 0
@@ -322,19 +351,41 @@ class RecallMonitor:
             item = self._queue.get()
             if item is _STOP:
                 return
+            if item is _WAKE:
+                continue
+            # gather samples for up to max_delay: one exact-search call and one state update
+            # for many of them (per sample, the Python around the search costs more than it)
             batch = [item]
             rows = len(item[1][0])
+            deadline = time.monotonic() + self._max_delay
+            stop = False
             while rows < self._batch_size:
+                remaining = deadline - time.monotonic()
                 try:
-                    extra = self._queue.get_nowait()
+                    extra = self._queue.get(timeout=remaining) if remaining > 0 else None
                 except queue.Empty:
+                    extra = None
+                if extra is None or extra is _WAKE:
                     break
                 if extra is _STOP:
-                    self._measure(batch)
-                    return
+                    stop = True
+                    break
                 batch.append(extra)
                 rows += len(extra[1][0])
+            started = time.monotonic()
             self._measure(batch)
+            if stop:
+                return
+            if (
+                self._max_busy is not None
+                and self._max_busy < 1.0
+                and not self._flushing
+                and not self._closed
+            ):
+                # a duty cycle of max_busy: samples arriving meanwhile queue up or are dropped
+                pause = (time.monotonic() - started) * (1.0 / self._max_busy - 1.0)
+                self._hurry.wait(pause)
+                self._hurry.clear()
 
     def _measure(self, batch: list[Any]) -> None:
         count = sum(len(sample[0]) for _, sample in batch)
@@ -354,7 +405,8 @@ class RecallMonitor:
                 for generation, recalls in values:
                     if generation == self._generation:
                         measured = recalls[~np.isnan(recalls)]
-                        self._window.extend(measured.tolist())
+                        for hits in np.rint(measured * self._k).astype(np.int64).tolist():
+                            self._push(hits)
                         self._total += int(measured.size)
                         self._skipped += int(recalls.size - measured.size)
                 alert = self._update_alert()
@@ -416,13 +468,37 @@ class RecallMonitor:
 
     # ---------------------------------------------------------------- state
 
+    def _push(self, hits: int) -> None:
+        if len(self._window) == self._window_size:
+            old = self._window.popleft()
+            self._hits_sum -= old
+            self._hits_squares -= old * old
+        self._window.append(hits)
+        self._hits_sum += hits
+        self._hits_squares += hits * hits
+
+    def _interval(self) -> tuple[float, float]:
+        """``recall_interval`` of the window, from its running sums in O(1): the union of the
+        Student-t interval over per-query recall and the Wilson interval on the total hits."""
+        n, k = len(self._window), self._k
+        mean = self._hits_sum / (n * k)
+        if n >= 2:
+            variance = (self._hits_squares - self._hits_sum**2 / n) / (n - 1) / (k * k)
+            half = t_quantile(0.5 + self._confidence / 2.0, n - 1) * math.sqrt(
+                max(variance, 0.0) / n
+            )
+            t_low, t_high = mean - half, mean + half
+        else:
+            t_low, t_high = 0.0, 1.0
+        w_low, w_high = wilson_interval(float(self._hits_sum), n * k, self._confidence)
+        return max(0.0, min(t_low, w_low)), min(1.0, max(t_high, w_high))
+
     def _snapshot(self) -> RecallStatus:
         """Status from the current window; the caller holds the state lock."""
-        values = np.fromiter(self._window, dtype=np.float64, count=len(self._window))
-        n = int(values.size)
+        n = len(self._window)
         if n:
-            mean = float(values.mean())
-            low, high = recall_interval(values, self._k, self._confidence)
+            mean: float | None = self._hits_sum / (n * self._k)
+            low, high = self._interval()
         else:
             mean, low, high = None, 0.0, 1.0
         at_risk = n > 0 and low < self._target
@@ -474,13 +550,22 @@ class RecallMonitor:
     def flush(self, timeout: float | None = None) -> bool:
         """Waits until every queued sample is measured; False if ``timeout`` s ran out first."""
         with self._idle:
-            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+            self._flushing += 1  # no max_busy pauses until the queue is drained
+        try:
+            self._queue.put(_WAKE)
+            self._hurry.set()
+            with self._idle:
+                return self._idle.wait_for(lambda: self._pending == 0, timeout)
+        finally:
+            with self._idle:
+                self._flushing -= 1
 
     def reset(self) -> None:
         """Forgets the window and the counters (say, after re-tuning ``ef``); samples still
         queued are discarded when they come out."""
         with self._state_lock:
             self._window.clear()
+            self._hits_sum = self._hits_squares = 0
             self._generation += 1
             self._total = self._dropped = self._skipped = self._errors = 0
             self._last_error = None
@@ -494,6 +579,7 @@ class RecallMonitor:
                 return
             self._closed = True
         self._queue.put(_STOP)
+        self._hurry.set()
         self._thread.join(timeout)
 
     def __enter__(self) -> RecallMonitor:
