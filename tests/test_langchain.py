@@ -597,6 +597,38 @@ def test_encoder_embeddings_adapter(encoder: matry.Encoder) -> None:
         EncoderEmbeddings("all-MiniLM-L6-v2")  # type: ignore[arg-type]
 
 
+# ------------------------------------------------------------------ recall monitoring
+
+
+def test_recall_monitor_sees_the_stores_searches(corpus: Any) -> None:
+    from matry import tune
+
+    store = _filled(corpus)
+    _, vectors, _, metadata = corpus
+    with pytest.raises(ValueError, match="must monitor this store's index"):
+        store.recall_monitor = tune.RecallMonitor(matry.Index(DIM))
+    with pytest.raises(TypeError, match="recall_monitor"):
+        store.recall_monitor = object()  # type: ignore[assignment]
+    monitor = tune.RecallMonitor(store.index, k=4, sample_rate=1.0, min_samples=10)
+    store.recall_monitor = monitor
+    try:
+        rng = np.random.default_rng(9)
+        for _ in range(30):
+            store.similarity_search_by_vector(rng.normal(size=DIM), k=4)
+            store.similarity_search_by_vector(rng.normal(size=DIM), k=4, filter={"group": 1})
+        store.similarity_search_by_vector(rng.normal(size=DIM), k=2)  # fewer than k: skipped
+        assert monitor.flush(10)
+        status = monitor.status()
+        assert status.total_samples == 60 and status.skipped == 1
+        assert status.recall is not None and status.recall > 0.9 and status.state == "ok"
+        store.delete()  # the index object stays, and the monitor with it
+        assert store.index is monitor.index and len(store.index) == 0
+    finally:
+        monitor.close()
+    store.recall_monitor = None
+    assert store.recall_monitor is None
+
+
 # ------------------------------------------------------------------ threads and imports
 
 

@@ -27,7 +27,7 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
@@ -45,6 +45,9 @@ from ..encoder import Encoder, fingerprints_match
 from ..errors import ContractError, CorruptIndexError
 from ..filters import IdSet
 from ..index import Index, read_metadata
+
+if TYPE_CHECKING:
+    from ..tune import RecallMonitor
 
 __all__ = ["EncoderEmbeddings", "MatryVectorStore", "embedder_identity"]
 
@@ -302,6 +305,7 @@ class MatryVectorStore(VectorStore):
         Index(1, **self._index_settings)  # validates the settings now, not on the first add
         self._ef = None if ef is None else _check_k(ef, "ef")
         self._index: Index | None = None
+        self._recall_monitor: RecallMonitor | None = None
         self._records: dict[int, _Record] = {}
         self._keys: dict[str, int] = {}
         self._next_key = 0
@@ -329,6 +333,27 @@ class MatryVectorStore(VectorStore):
         add with a LangChain embedder). Tune its ``ef`` freely; add and remove through the
         store, so that documents and vectors stay in step."""
         return self._index
+
+    @property
+    def recall_monitor(self) -> RecallMonitor | None:
+        """A :class:`matry.tune.RecallMonitor` of :attr:`index` that sees every search of the
+        store (filtered ones with their filter), or None. Set it with
+        ``store.recall_monitor = tune.RecallMonitor(store.index, k=4, ...)``, k being the k
+        the application searches with (calls with fewer results are not measured)."""
+        return self._recall_monitor
+
+    @recall_monitor.setter
+    def recall_monitor(self, monitor: RecallMonitor | None) -> None:
+        if monitor is not None:
+            if not callable(getattr(monitor, "observe", None)):
+                raise TypeError(
+                    f"recall_monitor: expected a matry.tune.RecallMonitor, got {monitor!r}"
+                )
+            if self._index is None or monitor.index is not self._index:
+                raise ValueError(
+                    "recall_monitor: must monitor this store's index (RecallMonitor(store.index))"
+                )
+        self._recall_monitor = monitor
 
     def __len__(self) -> int:
         return len(self._records)
@@ -565,10 +590,11 @@ class MatryVectorStore(VectorStore):
             raise TypeError("ids: expected a list of str, got one str")
         with self._lock:
             if ids is None:
+                if self._index is not None and len(self._index):
+                    # the same Index object stays (a RecallMonitor may be watching it)
+                    self._index.remove(self._index.ids())
                 self._records.clear()
                 self._keys.clear()
-                if self._index is not None:
-                    self._index = self._new_index(self._index.dim)
                 return True
             keys = []
             for doc_id in dict.fromkeys(ids):
@@ -637,6 +663,7 @@ class MatryVectorStore(VectorStore):
         empty = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
         if index is None or not self._records:
             return empty
+        allowed: IdSet | None = None
         if filter is not None and not (isinstance(filter, dict) and not filter):
             with self._lock:
                 allowed = self._allowed_keys(filter)
@@ -645,6 +672,9 @@ class MatryVectorStore(VectorStore):
             found, distances = index.search(query, k=k, ef=ef, filter=allowed)
         else:
             found, distances = index.search(query, k=k, ef=ef)
+        monitor = self._recall_monitor
+        if monitor is not None:
+            monitor.observe(query, found, distances, filter=allowed)
         live = found[0] >= 0
         return found[0][live], (1.0 - distances[0][live]).astype(np.float32)
 
