@@ -7,6 +7,8 @@ that meets it.
     ef_report = tune.ef_for_recall(index, target=0.95, set=True)
     grid_report = tune.grid(vectors, queries, Ms=(8, 16, 32), target=0.95)
     grid_report.plot("tune.png"); print(grid_report.to_markdown())
+    monitor = tune.RecallMonitor(index, target=0.95, k=10, sample_rate=0.01)  # in production
+    ids, distances = monitor.search(queries, k=10); monitor.status()
 
 The interval is a Student-t interval over per-query recall widened to the Wilson interval on
 the total hits (see ``matry.tune._stats``); a target is met when the interval's lower end
@@ -18,6 +20,7 @@ from __future__ import annotations
 from .._data import read_vectors
 from ._cli import cli_main
 from ._grid import ConfigResult, GridPoint, GridReport, grid, pareto_frontier
+from ._monitor import RecallMonitor, RecallStatus
 from ._recall import (
     EfPoint,
     EfReport,
@@ -34,7 +37,9 @@ __all__ = [
     "EfReport",
     "GridPoint",
     "GridReport",
+    "RecallMonitor",
     "RecallReport",
+    "RecallStatus",
     "TargetUnreachableError",
     "cli_main",
     "ef_for_recall",

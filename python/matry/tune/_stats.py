@@ -18,6 +18,7 @@ could support if the k neighbours of a query were independent.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from statistics import NormalDist
 
 import numpy as np
@@ -51,6 +52,7 @@ def _t_density(t: float, df: int) -> float:
     return math.exp(log_norm - (df + 1) / 2.0 * math.log1p(t * t / df))
 
 
+@lru_cache(maxsize=4096)  # pure; a RecallMonitor asks for the same few df on every update
 def t_quantile(probability: float, df: int) -> float:
     """Quantile of Student's t distribution with integer ``df`` degrees of freedom.
 
