@@ -607,9 +607,9 @@ std::size_t Index::search_one(const float* raw_query, const SearchOptions& optio
             space, ef, [deleted](NodeId n) { return deleted == nullptr || deleted[n] == 0; },
             graph_scratch, candidates);
       } else {
-        distances =
-            graph_.search(space, ef, NodeFilter{deleted, store_.labels().data(), filter, accept_id},
-                          graph_scratch, candidates);
+        distances = graph_.search_filtered(
+            space, ef, NodeFilter{deleted, store_.labels().data(), filter, accept_id},
+            graph_scratch, candidates);
       }
     });
     if (width != 0 || quantized()) {

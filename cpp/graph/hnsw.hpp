@@ -35,6 +35,8 @@ constexpr float kRepairAlpha = 1.2f;
 struct SearchScratch {
   VisitedSet visited;
   CandidatePool pool;
+  std::vector<Neighbor> frontier;  // search_filtered's heaps
+  std::vector<Neighbor> best;
 };
 
 class HnswGraph {
@@ -112,6 +114,14 @@ class HnswGraph {
   template <class Space, class Accept>
   std::size_t search(const Space& space, std::size_t ef, const Accept& accepts,
                      SearchScratch& scratch, std::vector<Neighbor>& results) const;
+
+  // search() for a selective `accepts` (a filter): most nodes the beam meets are refused, so
+  // the candidates it must keep routing through outnumber the results many times. Two heaps
+  // (candidates to expand, best accepted so far) keep each step O(log n), where the sorted
+  // pool's inserts would move the whole refused backlog.
+  template <class Space, class Accept>
+  std::size_t search_filtered(const Space& space, std::size_t ef, const Accept& accepts,
+                              SearchScratch& scratch, std::vector<Neighbor>& results) const;
 
   // Raw link access (serialization and validation).
   const std::uint32_t* level0_row(NodeId node) const {
@@ -452,6 +462,68 @@ std::size_t HnswGraph::search(const Space& space, std::size_t ef, const Accept& 
     }
   }
   pool.live_results(ef, results);
+  return distances;
+}
+
+template <class Space, class Accept>
+std::size_t HnswGraph::search_filtered(const Space& space, std::size_t ef, const Accept& accepts,
+                                       SearchScratch& scratch,
+                                       std::vector<Neighbor>& results) const {
+  results.clear();
+  if (max_level_ < 0) return 0;
+  std::size_t distances = 0;
+  const NodeId start =
+      greedy_descent(space, entry_point_, max_level_, 0, /*locked=*/false, &distances);
+  VisitedSet& visited = scratch.visited;
+  visited.begin(node_count_);
+  std::vector<Neighbor>& frontier = scratch.frontier;  // min-heap: closest on top
+  std::vector<Neighbor>& best = scratch.best;          // max-heap: farthest accepted on top
+  frontier.clear();
+  best.clear();
+  const auto farther = [](const Neighbor& a, const Neighbor& b) { return a.distance > b.distance; };
+  const auto consider = [&](NodeId node, float distance) {
+    frontier.push_back({distance, node});
+    std::push_heap(frontier.begin(), frontier.end(), farther);
+    if (!accepts(node)) return;
+    best.push_back({distance, node});
+    std::push_heap(best.begin(), best.end(), closer);
+    if (best.size() > ef) {
+      std::pop_heap(best.begin(), best.end(), closer);
+      best.pop_back();
+    }
+  };
+  visited.test_and_set(start);
+  consider(start, space.query(start));
+  ++distances;
+  std::array<NodeId, kMaxDegree> fresh_nodes{};
+  while (!frontier.empty()) {
+    const Neighbor current = frontier.front();
+    // Done once the closest unexpanded candidate is farther than the worst of ef accepted.
+    if (best.size() >= ef && current.distance > best.front().distance) break;
+    std::pop_heap(frontier.begin(), frontier.end(), farther);
+    frontier.pop_back();
+    const std::uint32_t* row = level0_row(current.node);
+    const std::uint32_t count = row[0];
+    std::uint32_t fresh = 0;
+    for (std::uint32_t i = 0; i < count; ++i) {
+      const NodeId neighbour = row[1 + i];
+      if (!visited.test_and_set(neighbour)) {
+        fresh_nodes[fresh++] = neighbour;
+        space.prefetch(neighbour);
+      }
+    }
+    distances += fresh;
+    for (std::uint32_t i = 0; i < fresh; ++i) {
+      const NodeId neighbour = fresh_nodes[i];
+      const float distance = space.query(neighbour);
+      if (best.size() < ef || distance < best.front().distance) {
+        __builtin_prefetch(level0_row(neighbour));
+        consider(neighbour, distance);
+      }
+    }
+  }
+  std::sort_heap(best.begin(), best.end(), closer);  // ascending
+  results.assign(best.begin(), best.end());
   return distances;
 }
 
