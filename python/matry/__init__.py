@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .errors import ContractError, CorruptIndexError
+from .errors import ContractError, CorruptIndexError, ShardUnavailableError
 from .index import DEFAULT_EF, Index, fit_rotation, read_metadata, simd_level
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ __all__ = [
     "Encoder",
     "Hit",
     "Index",
+    "ShardUnavailableError",
     "__version__",
     "fit_rotation",
     "read_metadata",
