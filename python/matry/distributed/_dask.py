@@ -10,6 +10,7 @@ worker ``threads_per_worker >= threads_per_shard`` so a shard's threads fit its 
 from __future__ import annotations
 
 import contextlib
+import functools
 import operator
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -61,8 +62,12 @@ class DaskEngine(Engine):
             return False
 
     def _result(self, future: Any, host: int, shards: Sequence[int]) -> Any:
+        return self._guard(lambda: future.result(timeout=self.timeout), host, shards)
+
+    def _guard(self, action: Callable[[], Any], host: int, shards: Sequence[int]) -> Any:
+        """Runs ``action``; a lost worker or a timeout becomes ShardUnavailableError."""
         try:
-            return future.result(timeout=self.timeout)
+            return action()
         except _CALL_ERRORS:
             raise
         except TimeoutError:
@@ -171,10 +176,13 @@ class DaskEngine(Engine):
         if not self._actors:
             raise self.unavailable(0, sorted(calls), "the sharded index is closed")
         groups = self.grouped(calls)
-        futures = [
-            (self._actors[host].run(method, group, *shared), host, list(group))
-            for host, group in groups.items()
-        ]
+        futures = []
+        for host, group in groups.items():
+            actor = self._actors[host]
+            submitted = self._guard(
+                functools.partial(actor.run, method, group, *shared), host, list(group)
+            )
+            futures.append((submitted, host, list(group)))
         merged: dict[int, Any] = {}
         for future, host, shards in futures:
             merged.update(self._result(future, host, shards))

@@ -10,6 +10,7 @@ and the builds read their blocks and parts there, read-only and without a copy.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,6 +18,9 @@ from ..errors import CorruptIndexError
 from ._core import IndexParams, PartitionSpec, ShardHost, build_shard_to_file, split_block
 from ._engine import Engine
 from ._sources import Block
+
+# Seconds to wait for Ray to report the CPUs a finished build freed.
+_FREE_CPU_WAIT = 3.0
 
 
 def _remote_split(
@@ -116,10 +120,25 @@ class RayEngine(Engine):
     # -- serving ------------------------------------------------------------------------
 
     def _actor_count(self, shards: int) -> int:
-        if self._requested_actors is not None:
-            return max(1, min(shards, self._requested_actors))
-        cpus = float(self._ray.cluster_resources().get("CPU", 1.0))
-        return max(1, min(shards, int(cpus // self.threads_per_shard)))
+        """Actors that can start now: an actor waiting for CPUs would stall every call."""
+        wanted = shards if self._requested_actors is None else min(shards, self._requested_actors)
+        # Ray's view of free CPUs lags a finished task by up to a second or so: wait a little.
+        deadline = time.monotonic() + _FREE_CPU_WAIT
+        while True:
+            free = float(self._ray.available_resources().get("CPU", 0.0))
+            fits = int(free // self.threads_per_shard)
+            if fits >= wanted or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        if fits < 1:
+            raise self.unavailable(
+                0,
+                list(range(shards)),
+                f"the Ray cluster has {free:g} free CPUs, a shard actor needs "
+                f"threads_per_shard={self.threads_per_shard} (close other sharded indexes or "
+                "add nodes)",
+            )
+        return max(1, min(wanted, fits))
 
     def place(self, paths: Sequence[str], mmap: bool) -> None:
         self.shard_files = list(paths)
