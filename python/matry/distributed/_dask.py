@@ -21,7 +21,9 @@ from ._engine import Engine
 from ._sources import Block
 
 # Exceptions raised by matry's own calls on a shard: re-raised as they are.
-_CALL_ERRORS = (ValueError, KeyError, TypeError, CorruptIndexError, OSError)
+_CALL_ERRORS = (ValueError, KeyError, TypeError, CorruptIndexError)
+# How Dask words the loss of an actor's worker (RuntimeError / OSError).
+_LOST_WORDS = ("lost", "unable to contact")
 
 
 class DaskEngine(Engine):
@@ -76,7 +78,8 @@ class DaskEngine(Engine):
             ) from None
         except Exception as error:
             worker = self._workers[host] if host < len(self._workers) else ""
-            if "lost" in str(error).lower() or (worker and not self._worker_alive(worker)):
+            text = str(error).lower()
+            if any(w in text for w in _LOST_WORDS) or (worker and not self._worker_alive(worker)):
                 raise self.unavailable(host, shards, f"worker {worker} lost ({error})") from None
             raise
 
@@ -142,6 +145,12 @@ class DaskEngine(Engine):
     # -- serving ------------------------------------------------------------------------
 
     def place(self, paths: Sequence[str], mmap: bool) -> None:
+        # Actor handles bind to the current client: make ours current even when it is not
+        # the default one.
+        with self._client.as_current():
+            self._place(paths, mmap)
+
+    def _place(self, paths: Sequence[str], mmap: bool) -> None:
         self.shard_files = list(paths)
         workers = sorted(self._client.scheduler_info()["workers"])
         if not workers:
@@ -175,6 +184,12 @@ class DaskEngine(Engine):
     ) -> dict[int, Any]:
         if not self._actors:
             raise self.unavailable(0, sorted(calls), "the sharded index is closed")
+        with self._client.as_current():
+            return self._call(method, calls, shared)
+
+    def _call(
+        self, method: str, calls: dict[int, tuple[Any, ...]], shared: tuple[Any, ...]
+    ) -> dict[int, Any]:
         groups = self.grouped(calls)
         futures = []
         for host, group in groups.items():

@@ -121,7 +121,9 @@ class RayEngine(Engine):
 
     def _actor_count(self, shards: int) -> int:
         """Actors that can start now: an actor waiting for CPUs would stall every call."""
+        total = float(self._ray.cluster_resources().get("CPU", 0.0))
         wanted = shards if self._requested_actors is None else min(shards, self._requested_actors)
+        wanted = max(1, min(wanted, int(total // self.threads_per_shard)))
         # Ray's view of free CPUs lags a finished task by up to a second or so: wait a little.
         deadline = time.monotonic() + _FREE_CPU_WAIT
         while True:
