@@ -60,11 +60,13 @@ def smallest_ef(
     return None
 
 
-def one_query_latency_ms(sidx: Any, queries: np.ndarray, ef: int, calls: int = 40) -> float:
+def one_query_latency_ms(
+    sidx: Any, queries: np.ndarray, ef: int, probe: int | None = None, calls: int = 40
+) -> float:
     timings = []
     for row in range(calls):
         started = time.perf_counter()
-        sidx.search(queries[row : row + 1], k=K, ef=ef)
+        sidx.search(queries[row : row + 1], k=K, ef=ef, probe=probe)
         timings.append(time.perf_counter() - started)
     return statistics.median(timings) * 1e3
 
@@ -90,22 +92,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shards", default="1,2,4")
     parser.add_argument("--engines", default="local,ray,dask")
+    parser.add_argument("--phase", choices=("all", "build", "search"), default="all")
     parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
     parser.add_argument("--M", type=int, default=16)
     parser.add_argument("--ef-construction", type=int, default=100)
     parser.add_argument("--out", default="bench/results/distributed")
-    parser.add_argument("--workdir", default=None, help="where the shard files go (temporary)")
+    parser.add_argument("--workdir", default=None, help="shard files (kept when given)")
     args = parser.parse_args()
     shard_counts = [int(s) for s in args.shards.split(",")]
     engines = args.engines.split(",")
-
-    from matry.distributed import ShardedIndex, build
 
     folder = datasets.prepare("glove-50", datasets.default_cache_dir(), progress=False)
     data = datasets.load(folder, mmap=True)
     queries = np.ascontiguousarray(data.queries[: args.queries])
     truth = np.asarray(data.gt_ids[: args.queries, :K], dtype=np.int64)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="matry-dist-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log: list[str] = []
@@ -119,105 +122,165 @@ def main() -> None:
     say(f"load average at start: {os.getloadavg()}")
     options = start_engines(engines)
     params = {"metric": "ip", "M": args.M, "ef_construction": args.ef_construction}
-    rows: list[dict[str, Any]] = []
-    ef_for: dict[int, tuple[int, float]] = {}
+    results: dict[str, Any] = {"builds": [], "search": []}
+    if args.phase in ("all", "build"):
+        results["builds"] = build_phase(
+            data.base, shard_counts, engines, options, params, workdir, say
+        )
+    if args.phase in ("all", "search"):
+        results["search"] = search_phase(
+            data.base,
+            queries,
+            truth,
+            shard_counts,
+            engines,
+            options,
+            params,
+            workdir,
+            args.rounds,
+            say,
+        )
+    say(f"load average at end: {os.getloadavg()}")
+    suffix = "" if args.phase == "all" else f"-{args.phase}"
+    (out / f"results{suffix}.json").write_text(json.dumps(results, indent=1) + "\n")
+    (out / f"run{suffix}.log").write_text("\n".join(log) + "\n")
+    text = table(results)
+    (out / f"table{suffix}.md").write_text(text)
+    print(text)
+    if args.workdir is None:
+        shutil.rmtree(workdir, ignore_errors=True)
 
-    for shards in shard_counts:
-        for engine in engines:
-            path = workdir / f"hash-{shards}-{engine}"
-            started = time.perf_counter()
-            sidx = build(
-                data.base,
-                shards=shards,
-                engine=engine,
-                path=path,
-                overwrite=True,
-                **params,
-                **options[engine],
+
+def build_phase(
+    base: np.ndarray,
+    shard_counts: list[int],
+    engines: list[str],
+    options: dict[str, Any],
+    params: dict[str, Any],
+    workdir: Path,
+    say: Any,
+) -> list[dict[str, Any]]:
+    """Build seconds of every (shard count, engine), hash partition; k-means on local."""
+    from matry.distributed import build
+
+    rows = []
+    jobs = [(s, e, "hash") for s in shard_counts for e in engines]
+    jobs += [(s, "local", "kmeans") for s in shard_counts if s > 1]
+    for shards, engine, partition in jobs:
+        path = workdir / f"{partition}-{shards}-{engine}"
+        started = time.perf_counter()
+        sidx = build(
+            base,
+            shards=shards,
+            engine=engine,
+            path=path,
+            overwrite=True,
+            partition=partition,
+            **params,
+            **options[engine],
+        )
+        row = {
+            "engine": engine,
+            "partition": partition,
+            "shards": shards,
+            "build_s": round(time.perf_counter() - started, 2),
+            "sizes": sidx.shard_sizes,
+        }
+        sidx.close()
+        rows.append(row)
+        say(json.dumps(row))
+    return rows
+
+
+def search_phase(
+    base: np.ndarray,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    shard_counts: list[int],
+    engines: list[str],
+    options: dict[str, Any],
+    params: dict[str, Any],
+    workdir: Path,
+    rounds: int,
+    say: Any,
+) -> list[dict[str, Any]]:
+    """The same files opened on every engine; the smallest ef reaching the target found once
+    (results are identical across engines); timings interleaved engine by engine."""
+    from matry.distributed import ShardedIndex, build
+
+    rows = []
+    cases = [("hash", s, None) for s in shard_counts]
+    for shards in [s for s in shard_counts if s > 1]:
+        cases += [("kmeans", shards, None)] + [("kmeans", shards, p) for p in PROBES if p < shards]
+    for partition, shards, probe in cases:
+        path = workdir / f"{partition}-{shards}-local"
+        if not (path / "manifest.json").exists():
+            build(base, shards=shards, path=path, partition=partition, **params).close()
+        opened = {e: ShardedIndex.open(path, engine=e, **options[e]) for e in engines}
+        found = smallest_ef(opened["local"], queries, truth, probe)
+        if found is None:
+            say(f"{partition} S={shards} probe={probe}: {TARGET} not reached up to ef 512")
+            for sidx in opened.values():
+                sidx.close()
+            continue
+        ef, reached = found
+        for sidx in opened.values():  # every engine returns the same ids
+            np.testing.assert_array_equal(
+                sidx.search(queries[:50], k=K, ef=ef, probe=probe)[0],
+                opened["local"].search(queries[:50], k=K, ef=ef, probe=probe)[0],
             )
-            build_seconds = time.perf_counter() - started
-            if shards not in ef_for:
-                found = smallest_ef(sidx, queries, truth, None)
-                if found is None:
-                    raise SystemExit(f"S={shards}: recall {TARGET} not reached up to ef 512")
-                ef_for[shards] = found
-            ef, _ = ef_for[shards]
-            reached = recall(sidx.search(queries, k=K, ef=ef)[0], truth)
-            seconds = best_batch_seconds(functools.partial(sidx.search, queries, k=K, ef=ef))
-            latency = one_query_latency_ms(sidx, queries, ef)
+        batch = {e: float("inf") for e in engines}
+        single: dict[str, list[float]] = {e: [] for e in engines}
+        for _ in range(rounds):
+            for engine, sidx in opened.items():
+                batch[engine] = min(
+                    batch[engine],
+                    best_batch_seconds(
+                        functools.partial(sidx.search, queries, k=K, ef=ef, probe=probe), 1
+                    ),
+                )
+                single[engine].append(one_query_latency_ms(sidx, queries, ef, probe, 20))
+        for engine, sidx in opened.items():
             row = {
                 "engine": engine,
-                "partition": "hash",
+                "partition": partition,
                 "shards": shards,
-                "probe": None,
-                "build_s": round(build_seconds, 2),
+                "probe": probe,
                 "ef": ef,
                 "recall": round(reached, 4),
-                "qps": round(queries.shape[0] / seconds, 1),
-                "one_query_ms": round(latency, 3),
+                "qps": round(queries.shape[0] / batch[engine], 1),
+                "one_query_ms": round(statistics.median(single[engine]), 3),
             }
             rows.append(row)
             say(json.dumps(row))
             sidx.close()
-            if engine != engines[0]:
-                shutil.rmtree(path, ignore_errors=True)
-
-    # k-means partition: full fan-out against routing each query to its `probe` nearest shards.
-    for shards in [s for s in shard_counts if s > 1]:
-        path = workdir / f"kmeans-{shards}"
-        started = time.perf_counter()
-        sidx = build(
-            data.base, shards=shards, path=path, partition="kmeans", overwrite=True, **params
-        )
-        build_seconds = time.perf_counter() - started
-        say(f"kmeans S={shards}: sizes {sidx.shard_sizes}, build {build_seconds:.1f} s (local)")
-        sidx.close()
-        for engine in engines:
-            sidx = ShardedIndex.open(path, engine=engine, **options[engine])
-            for probe in (None, *[p for p in PROBES if p < shards]):
-                found = smallest_ef(sidx, queries, truth, probe)
-                if found is None:
-                    say(f"kmeans S={shards} probe={probe}: {TARGET} not reached")
-                    continue
-                ef, reached = found
-                seconds = best_batch_seconds(
-                    functools.partial(sidx.search, queries, k=K, ef=ef, probe=probe)
-                )
-                row = {
-                    "engine": engine,
-                    "partition": "kmeans",
-                    "shards": shards,
-                    "probe": probe,
-                    "build_s": round(build_seconds, 2) if engine == "local" else None,
-                    "ef": ef,
-                    "recall": round(reached, 4),
-                    "qps": round(queries.shape[0] / seconds, 1),
-                    "one_query_ms": None,
-                }
-                rows.append(row)
-                say(json.dumps(row))
-            sidx.close()
-
-    say(f"load average at end: {os.getloadavg()}")
-    (out / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
-    (out / "run.log").write_text("\n".join(log) + "\n")
-    (out / "table.md").write_text(table(rows))
-    print(table(rows))
-    shutil.rmtree(workdir, ignore_errors=True)
+    return rows
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        "| engine | partition | shards | probe | build s | ef @0.95 | recall@10 | QPS (batch) "
-        "| 1-query call ms |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['engine']} | {r['partition']} | {r['shards']} | {r['probe'] or 'all'} | "
-            f"{r['build_s'] if r['build_s'] is not None else '-'} | {r['ef']} | {r['recall']} | "
-            f"{r['qps']} | {r['one_query_ms'] if r['one_query_ms'] is not None else '-'} |"
-        )
+def table(results: dict[str, Any]) -> str:
+    lines = []
+    if results["builds"]:
+        lines += [
+            "| engine | partition | shards | build s (wall, 2 workers) | shard sizes |",
+            "|---|---|---|---|---|",
+        ]
+        for r in results["builds"]:
+            lines.append(
+                f"| {r['engine']} | {r['partition']} | {r['shards']} | {r['build_s']} | "
+                f"{', '.join(str(n) for n in r['sizes'])} |"
+            )
+        lines.append("")
+    if results["search"]:
+        lines += [
+            "| engine | partition | shards | probe | ef @0.95 | recall@10 | QPS (batch) "
+            "| 1-query call ms |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in results["search"]:
+            lines.append(
+                f"| {r['engine']} | {r['partition']} | {r['shards']} | {r['probe'] or 'all'} | "
+                f"{r['ef']} | {r['recall']} | {r['qps']} | {r['one_query_ms']} |"
+            )
     return "\n".join(lines) + "\n"
 
 

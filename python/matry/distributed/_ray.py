@@ -21,6 +21,8 @@ from ._sources import Block
 
 # Seconds to wait for Ray to report the CPUs a finished build freed.
 _FREE_CPU_WAIT = 3.0
+# Query batches up to this size are sent inline rather than through the object store.
+_INLINE_BYTES = 64 * 1024
 
 
 def _remote_split(
@@ -161,6 +163,10 @@ class RayEngine(Engine):
             raise
 
     def put(self, value: Any) -> Any:
+        # Small batches travel inline with each call (cheaper than an object-store round trip);
+        # large ones are put once and read in place by every actor.
+        if getattr(value, "nbytes", _INLINE_BYTES + 1) <= _INLINE_BYTES:
+            return value
         return self._ray.put(value)
 
     def call(
