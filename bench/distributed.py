@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import os
 import shutil
 import statistics
@@ -92,7 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shards", default="1,2,4")
     parser.add_argument("--engines", default="local,ray,dask")
-    parser.add_argument("--phase", choices=("all", "build", "search"), default="all")
+    parser.add_argument("--phase", choices=("all", "build", "search", "model"), default="all")
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
     parser.add_argument("--M", type=int, default=16)
@@ -103,6 +104,9 @@ def main() -> None:
     shard_counts = [int(s) for s in args.shards.split(",")]
     engines = args.engines.split(",")
 
+    if args.phase == "model":
+        print(scale_model(Path(args.out)))
+        return
     folder = datasets.prepare("glove-50", datasets.default_cache_dir(), progress=False)
     data = datasets.load(folder, mmap=True)
     queries = np.ascontiguousarray(data.queries[: args.queries])
@@ -280,6 +284,102 @@ def table(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {r['engine']} | {r['partition']} | {r['shards']} | {r['probe'] or 'all'} | "
                 f"{r['ef']} | {r['recall']} | {r['qps']} | {r['one_query_ms']} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------ sizing model
+
+# Measured elsewhere in this repository (bench/results/minilm-glove-vocab, matry f32, 384-d
+# MiniLM, 356,186 vectors, M=16, ef_construction=200, this 2-core machine):
+REF_N = 356_186
+REF_BUILD_CPU_S = 253.9  # build_cpu_seconds (2 threads)
+REF_QPS_095 = 3706.0  # one thread, batched, recall@10 = 0.95
+BYTES_PER_VECTOR_384 = 4 * 384 + 8 * 16 + 70  # README: float32 row + links + id/upper layers
+# Assumed, not measured here:
+ASSUMED = {
+    "cores_per_node": 32,
+    "ram_per_node_gb": 256,
+    "network_rtt_ms": 0.3,  # one request/response inside a data centre
+    "nic_gbytes_per_s": 1.25,  # 10 Gb/s
+    "cache_penalty": 1.5,  # per-vector cost of a shard of >10M vectors vs 356k (DRAM misses)
+}
+
+
+def _per_vector_cost(n_shard: float, reference_seconds: float) -> float:
+    """HNSW work per insert or per query grows with log n (hops); larger graphs miss cache."""
+    scale = math.log(n_shard) / math.log(REF_N)
+    penalty = ASSUMED["cache_penalty"] if n_shard > 10 * REF_N else 1.0
+    return reference_seconds * scale * penalty
+
+
+def scale_model(out: Path) -> str:
+    """Build time, memory per node and query latency / throughput for 100M and 1B 384-d
+    vectors on N nodes, fed by the measurements in ``out/results.json``."""
+    results = json.loads((out / "results.json").read_text())
+    search = results["search"]
+
+    def find(engine: str, partition: str, shards: int, probe: int | None) -> dict[str, Any]:
+        return next(
+            r
+            for r in search
+            if (r["engine"], r["partition"], r["shards"], r["probe"])
+            == (engine, partition, shards, probe)
+        )
+
+    shard_counts = sorted({r["shards"] for r in search if r["partition"] == "hash"})
+    top = shard_counts[-1]
+    # Fan-out efficiency: queries per second of S shards on 2 workers against one index.
+    fanout = find("local", "hash", top, None)["qps"] / find("local", "hash", 1, None)["qps"]
+    overhead = {
+        e: find(e, "hash", top, None)["one_query_ms"]
+        - find("local", "hash", top, None)["one_query_ms"]
+        for e in ("ray", "dask")
+        if any(r["engine"] == e for r in search)
+    }
+    routed = [r for r in search if r["engine"] == "local" and r["partition"] == "kmeans"]
+    best_routed = max((r for r in routed if r["probe"]), key=lambda r: r["qps"], default=None)
+    full_kmeans = next((r for r in routed if r["probe"] is None and r["shards"] == top), None)
+    route_gain = (
+        best_routed["qps"] / full_kmeans["qps"] if best_routed and full_kmeans else float("nan")
+    )
+    build_cpu_per_vector = REF_BUILD_CPU_S / REF_N
+    query_cpu = 1.0 / REF_QPS_095
+    lines = [
+        "Inputs measured here: 384-d build "
+        f"{build_cpu_per_vector * 1e3:.3f} ms CPU/vector and query {query_cpu * 1e3:.3f} ms CPU "
+        f"at recall 0.95 (356k MiniLM); glove-50 fan-out efficiency S={top} vs 1 shard "
+        f"{fanout:.2f}x QPS on 2 workers; per-call engine overhead "
+        + ", ".join(f"{e} {v:.2f} ms" for e, v in overhead.items())
+        + f"; k-means routing {route_gain:.2f}x QPS over full fan-out"
+        + (f" (probe {best_routed['probe']} of {best_routed['shards']})" if best_routed else "")
+        + ".",
+        "Assumed: " + ", ".join(f"{k}={v}" for k, v in ASSUMED.items()) + ".",
+        "",
+        "| vectors | nodes | shards (per node) | vectors/shard | RAM/node GB | build min "
+        "| 1-query latency ms (ray) | QPS full fan-out | QPS k-means routed |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    cores = ASSUMED["cores_per_node"]
+    for total, layouts in ((100e6, ((4, 2), (8, 2), (16, 1))), (1e9, ((16, 4), (32, 2), (64, 1)))):
+        for nodes, per_node in layouts:
+            shards = nodes * per_node
+            n_shard = total / shards
+            ram = per_node * n_shard * BYTES_PER_VECTOR_384 / 1e9
+            build_cpu = _per_vector_cost(n_shard, build_cpu_per_vector) * total
+            # Shards build in parallel, each with cores/per_node threads; shipping the rows
+            # to the nodes overlaps little with the build, so it is added.
+            transfer = total * 384 * 4 / nodes / (ASSUMED["nic_gbytes_per_s"] * 1e9)
+            build_min = (build_cpu / (nodes * cores) + transfer) / 60
+            per_shard_query = _per_vector_cost(n_shard, query_cpu)
+            latency = per_shard_query * 1e3 + ASSUMED["network_rtt_ms"] + overhead.get("ray", 0)
+            # Every query costs `shards` shard searches; the cluster has nodes * cores threads.
+            qps_full = nodes * cores / (shards * per_shard_query)
+            qps_routed = qps_full * route_gain
+            lines.append(
+                f"| {total:.0e} | {nodes} | {shards} ({per_node}) | {n_shard / 1e6:.1f}M | "
+                f"{ram:.0f} | {build_min:.0f} | {latency:.2f} | {qps_full:,.0f} | "
+                f"{qps_routed:,.0f} |"
             )
     return "\n".join(lines) + "\n"
 
