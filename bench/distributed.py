@@ -354,6 +354,10 @@ def scale_model(out: Path) -> str:
         + f"; k-means routing {route_gain:.2f}x QPS over full fan-out"
         + (f" (probe {best_routed['probe']} of {best_routed['shards']})" if best_routed else "")
         + ".",
+        "Check of the cost model on glove-50 (no cache penalty below 10x the reference): it "
+        f"predicts {1 / (top * math.log(REF_N / top) / math.log(REF_N)):.2f}x the one-index QPS "
+        f"for {top} hash shards at equal ef; measured at equal recall {fanout:.2f}x (smaller "
+        "shards reach the target at a smaller ef), so the QPS below are lower bounds.",
         "Assumed: " + ", ".join(f"{k}={v}" for k, v in ASSUMED.items()) + ".",
         "",
         "| vectors | nodes | shards (per node) | vectors/shard | RAM/node GB | build min "
