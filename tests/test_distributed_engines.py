@@ -1,5 +1,9 @@
 """matry.distributed on real Ray and Dask runtimes: one shared Ray runtime (2 CPUs) and one
-shared Dask LocalCluster (2 workers x 1 thread) for the whole session."""
+shared Dask LocalCluster (2 workers x 1 thread) for every test of the session that needs one.
+
+Both live in this module only (module-scoped, and every engine test is here), so they are shut
+down before later modules run: their background threads would disturb tests that count the
+process's threads."""
 
 from __future__ import annotations
 
@@ -32,14 +36,14 @@ DIM = 16
 SHARDS = 4
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_runtime() -> Iterator[Any]:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dask_client() -> Iterator[Any]:
     cluster = distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, dashboard_address=None, processes=True
