@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .errors import ContractError, CorruptIndexError
+from .errors import ContractError, CorruptIndexError, ShardUnavailableError
 from .filters import IdSet, SearchStats
 from .index import DEFAULT_EF, Index, fit_rotation, read_metadata, simd_level
 
@@ -40,6 +40,7 @@ __all__ = [
     "IdSet",
     "Index",
     "SearchStats",
+    "ShardUnavailableError",
     "__version__",
     "fit_rotation",
     "read_metadata",

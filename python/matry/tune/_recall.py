@@ -6,14 +6,40 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from ._stats import recall_interval
 
-if TYPE_CHECKING:
-    from matry import Index
+
+class SearchableIndex(Protocol):
+    """What recall measurement and ef tuning use of an index: a ``matry.Index`` or a
+    ``matry.distributed.ShardedIndex`` (whose exact search covers all shards)."""
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def ef(self) -> int: ...
+
+    @ef.setter
+    def ef(self, value: int) -> None: ...
+
+    def __len__(self) -> int: ...
+
+    def search(
+        self, queries: Any, *, k: int = ..., ef: int | None = ..., num_threads: int = ...
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def exact_search(
+        self, queries: Any, *, k: int = ..., num_threads: int = ...
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def ids(self) -> np.ndarray: ...
+
+    def get(self, ids: Any) -> np.ndarray: ...
+
 
 # Relative/absolute slack under which an approximate neighbour counts as tied with the k-th
 # exact neighbour (duplicate vectors, equal distances): such a result is a correct answer even
@@ -116,7 +142,7 @@ def _drop_self(
     return ids[keep].reshape(-1, k), distances[keep].reshape(-1, k)
 
 
-def live_count(index: Index) -> int:
+def live_count(index: SearchableIndex) -> int:
     count = len(index)
     if count == 0:
         raise ValueError("index: is empty (no live vectors)")
@@ -124,7 +150,7 @@ def live_count(index: Index) -> int:
 
 
 def make_workload(
-    index: Index,
+    index: SearchableIndex,
     queries: Any,
     k: int,
     sample: int,
@@ -216,7 +242,11 @@ CAREFUL = Timing(2, 0.2)  # reported QPS: best of >= 2 batches and >= 0.2 s
 
 
 def measure(
-    index: Index, workload: Workload, ef: int, num_threads: int, timing: Timing = SCORE_ONLY
+    index: SearchableIndex,
+    workload: Workload,
+    ef: int,
+    num_threads: int,
+    timing: Timing = SCORE_ONLY,
 ) -> Measurement:
     """Search every query at ``ef`` in timed batches and score it against the exact answers."""
     k = workload.k
@@ -245,7 +275,7 @@ def measure(
 
 
 def measure_latency(
-    index: Index, workload: Workload, ef: int, n_queries: int = _LATENCY_QUERIES
+    index: SearchableIndex, workload: Workload, ef: int, n_queries: int = _LATENCY_QUERIES
 ) -> tuple[float, float]:
     """p50 and p99 of single-query search latency in milliseconds, one thread, Python call
     overhead included (that is what a caller sees)."""
@@ -300,7 +330,7 @@ class RecallReport:
 
 
 def report_from(
-    index: Index,
+    index: SearchableIndex,
     workload: Workload,
     measurement: Measurement,
     confidence: float,
@@ -331,7 +361,7 @@ def report_from(
 
 
 def recall(
-    index: Index,
+    index: SearchableIndex,
     queries: Any = None,
     k: int = 10,
     ef: int | None = None,
@@ -475,7 +505,7 @@ def search_ef(
 
 
 def point_evaluator(
-    index: Index,
+    index: SearchableIndex,
     workload: Workload,
     target: float,
     confidence: float,
@@ -510,7 +540,7 @@ def check_certifiable(target: float, workload: Workload, confidence: float) -> N
 
 
 def tune_ef(
-    index: Index,
+    index: SearchableIndex,
     workload: Workload,
     target: float,
     confidence: float,
@@ -566,7 +596,7 @@ def tune_ef(
 
 
 def ef_for_recall(
-    index: Index,
+    index: SearchableIndex,
     target: float = 0.95,
     k: int = 10,
     queries: Any = None,
