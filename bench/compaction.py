@@ -1,7 +1,8 @@
 """Deletion that does not rot: glove-50 with 50% and 90% of the ids removed at random.
 
 Recall@10 (against the exact top 10 of the survivors) and QPS at several ef values: with the
-tombstones still in the graph, after compact(), and for a fresh build of the survivors. The
+tombstones still in the graph, after compact(mode="repair") ("compacted"), after
+compact(mode="rebuild") ("rebuilt"), and for a fresh build of the survivors. The
 same index is loaded from one saved build for each fraction, so "before" and "after" start
 from identical graphs. Queries run on one thread, QPS by CPU time, the three interleaved per
 ef (the machine is shared). hnswlib with mark_deleted is measured beside, for reference.
@@ -94,8 +95,13 @@ def main() -> None:
         compacted = matry.Index.load(saved)
         compacted.remove(removed)
         started = time.time()
-        dropped = compacted.compact(num_threads=2)
+        dropped = compacted.compact(num_threads=2, mode="repair")
         compact_seconds = time.time() - started
+        rebuilt = matry.Index.load(saved)
+        rebuilt.remove(removed)
+        started = time.time()
+        rebuilt.compact(num_threads=2, mode="rebuild")
+        rebuild_seconds = time.time() - started
         started = time.time()
         fresh = matry.Index(dim, "ip", **params)  # type: ignore[arg-type]
         fresh.add(base[survivors], survivors, num_threads=2)
@@ -116,6 +122,7 @@ def main() -> None:
             for name, index in (
                 ("tombstones", tombstoned),
                 ("compacted", compacted),
+                ("rebuilt", rebuilt),
                 ("fresh", fresh),
             ):
                 found, seconds = best_cpu_seconds(partial(matry_search, index, queries, ef))
@@ -131,6 +138,7 @@ def main() -> None:
             {
                 "fraction": fraction,
                 "compact_s": compact_seconds,
+                "rebuild_s": rebuild_seconds,
                 "fresh_build_s": fresh_seconds,
                 "dropped": dropped,
             }
@@ -152,7 +160,7 @@ def main() -> None:
 
 
 def table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-    names = ("tombstones", "compacted", "fresh", "hnswlib-tombstones")
+    names = ("tombstones", "compacted", "rebuilt", "fresh", "hnswlib-tombstones")
     out = [
         f"# Compaction, glove-50 ({meta['n']:,} x {meta['dim']}), "
         f"quantization={meta['quantization']}",
@@ -160,14 +168,15 @@ def table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"{meta['queries']} queries, QPS by {meta['timer']}; M=16, ef_construction=200. "
         "Cells are recall@10 / QPS; recall against the exact top 10 of the survivors.",
         "",
-        "| removed | ef | " + " | ".join(names) + " | compacted vs fresh: recall, QPS |",
+        "| removed | ef | " + " | ".join(names) + " | repair vs fresh: recall, QPS |",
         "|" + "---|" * (len(names) + 3),
     ]
     for r in rows:
         if "ef" not in r:
             out.append(
-                f"| {r['fraction']:.0%} | — | compact() {r['compact_s']:.1f} s, fresh build "
-                f"{r['fresh_build_s']:.1f} s (2 threads) | | | | |"
+                f"| {r['fraction']:.0%} | — | compact(mode='repair') {r['compact_s']:.1f} s, "
+                f"compact(mode='rebuild') {r['rebuild_s']:.1f} s, fresh build "
+                f"{r['fresh_build_s']:.1f} s (2 threads) | | | | | |"
             )
             continue
         cells = [f"{r[name]['recall']:.4f} / {r[name]['qps']:,.0f}" for name in names]
@@ -182,25 +191,24 @@ def table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "",
         "QPS at equal recall (interpolated over the ef sweep):",
         "",
-        "| removed | recall | compacted | fresh | compacted / fresh | tombstones |",
-        "|---|---|---|---|---|---|",
+        "| removed | recall | repair | rebuild | fresh | repair / fresh | rebuild / fresh |",
+        "|---|---|---|---|---|---|---|",
     ]
     for fraction in sorted({r["fraction"] for r in rows}):
         sweep = [r for r in rows if r["fraction"] == fraction and "ef" in r]
         for target in (0.95, 0.99):
             q = {
                 name: at_recall([(r[name]["recall"], r[name]["qps"]) for r in sweep], target)
-                for name in ("compacted", "fresh", "tombstones")
+                for name in ("compacted", "rebuilt", "fresh")
             }
             shown = {k: "—" if v is None else f"{v:,.0f}" for k, v in q.items()}
-            ratio = (
-                "—"
-                if q["compacted"] is None or q["fresh"] is None
-                else (f"{q['compacted'] / q['fresh']:.2f}x")
-            )
+            ratios = [
+                "—" if q[name] is None or q["fresh"] is None else f"{q[name] / q['fresh']:.2f}x"
+                for name in ("compacted", "rebuilt")
+            ]
             out.append(
-                f"| {fraction:.0%} | {target} | {shown['compacted']} | {shown['fresh']} | "
-                f"{ratio} | {shown['tombstones']} |"
+                f"| {fraction:.0%} | {target} | {shown['compacted']} | {shown['rebuilt']} | "
+                f"{shown['fresh']} | {ratios[0]} | {ratios[1]} |"
             )
     return "\n".join(out) + "\n"
 

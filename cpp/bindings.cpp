@@ -562,8 +562,16 @@ PYBIND11_MODULE(_core, m) {
       .def("reorder", &Index::reorder, py::call_guard<py::gil_scoped_release>())
       .def_property_readonly(
           "entry_id", py::cpp_function(&Index::entry_id, py::call_guard<py::gil_scoped_release>()))
-      .def("compact", &Index::compact, py::arg("num_threads") = 0,
-           py::call_guard<py::gil_scoped_release>())
+      .def(
+          "compact",
+          [](Index& ix, std::size_t num_threads, int mode) {
+            if (mode < 0 || mode > 2) {
+              throw matry::InvalidArgument("mode: expected 0 (auto), 1 (repair) or 2 (rebuild)");
+            }
+            py::gil_scoped_release release;
+            return ix.compact(num_threads, static_cast<matry::CompactMode>(mode));
+          },
+          py::arg("num_threads") = 0, py::arg("mode") = 0)
       .def("contains", &Index::contains, py::arg("id"), py::call_guard<py::gil_scoped_release>())
       .def(
           "get",

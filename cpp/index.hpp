@@ -69,6 +69,10 @@ struct SearchOptions {
   FilterPath filter_path = FilterPath::automatic;
 };
 
+// How compact() rebuilds links: repair the rows that lost neighbours, insert the survivors
+// afresh, or choose by the share of nodes removed.
+enum class CompactMode : std::uint8_t { automatic = 0, repair = 1, rebuild = 2 };
+
 // What each query of a search did (optional outputs, one entry per query).
 struct SearchStats {
   std::uint8_t* brute_force = nullptr;  // 1: exact scan of the allowed ids, 0: graph traversal
@@ -132,7 +136,7 @@ class Index {
   // on while the compacted copy is built and see the old graph or the new one, never a mix;
   // writers wait. Needs memory for a second copy of the survivors meanwhile. Returns the
   // number of nodes dropped. A removed id can no longer be restored afterwards.
-  std::size_t compact(std::size_t num_threads);
+  std::size_t compact(std::size_t num_threads, CompactMode mode = CompactMode::automatic);
   void restore(const std::int64_t* ids, std::size_t n);  // undo remove (hnswlib unmark_deleted)
   bool contains(std::int64_t id) const;
   void get(const std::int64_t* ids, std::size_t n, float* out) const;

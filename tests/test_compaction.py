@@ -38,10 +38,11 @@ def _built(vectors: np.ndarray, quantization: str | None = None) -> matry.Index:
     return index
 
 
+@pytest.mark.parametrize("mode", ["auto", "repair", "rebuild"])
 @pytest.mark.parametrize("quantization", [None, "int8"])
 @pytest.mark.parametrize("fraction", [0.5, 0.9])
 def test_compaction_recall_matches_a_fresh_build(
-    vectors: np.ndarray, queries: np.ndarray, quantization: str | None, fraction: float
+    vectors: np.ndarray, queries: np.ndarray, quantization: str | None, fraction: float, mode: str
 ) -> None:
     index = _built(vectors, quantization)
     rng = np.random.default_rng(int(fraction * 10))
@@ -50,7 +51,7 @@ def test_compaction_recall_matches_a_fresh_build(
     survivors = np.setdiff1d(np.arange(len(vectors)), removed)
     truth, _ = index.exact_search(queries, k=10)
     before, _ = index.search(queries, k=10)
-    assert index.compact() == len(removed)
+    assert index.compact(mode=mode) == len(removed)  # type: ignore[arg-type]
     assert index.deleted_fraction == 0.0 and len(index) == len(survivors)
     np.testing.assert_array_equal(index.ids(), survivors)
     np.testing.assert_allclose(
@@ -64,6 +65,14 @@ def test_compaction_recall_matches_a_fresh_build(
     assert recall_at_k(after, truth) >= fresh_recall - 0.01
     assert recall_at_k(after, truth) >= recall_at_k(before, truth) - 0.01
     assert not np.isin(after, removed).any()
+
+
+def test_bad_compact_mode(vectors: np.ndarray) -> None:
+    index = _built(vectors[:200])
+    index.remove([1])
+    with pytest.raises(ValueError, match="mode"):
+        index.compact(mode="fast")  # type: ignore[arg-type]
+    assert index._core.node_count == 200  # nothing changed
 
 
 def test_compact_without_tombstones_is_a_no_op(vectors: np.ndarray, queries: np.ndarray) -> None:

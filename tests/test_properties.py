@@ -173,10 +173,10 @@ class IndexModelMachine(RuleBasedStateMachine):
         allowed_model = {i: v for i, v in self.model.items() if i in set(allowed)}
         assert_exact_up_to_ties(self.metric, allowed_model, queries, found, distances, k)
 
-    @rule()
-    def compact(self) -> None:
+    @rule(mode=st.sampled_from(["auto", "repair", "rebuild"]))
+    def compact(self, mode: str) -> None:
         tombstones = self.index._core.node_count - len(self.index)
-        assert self.index.compact() == tombstones
+        assert self.index.compact(mode=mode) == tombstones  # type: ignore[arg-type]
         assert self.index._core.node_count == len(self.model)
 
     @precondition(lambda self: len(self.model) > 0)

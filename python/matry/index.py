@@ -612,19 +612,27 @@ class Index:
         if self._auto_compact is not None and self.deleted_fraction >= self._auto_compact:
             self.compact()
 
-    def compact(self, num_threads: int = 0) -> int:
-        """Drops tombstones for good and repairs the links that led to them; returns how
+    def compact(
+        self, num_threads: int = 0, mode: Literal["auto", "repair", "rebuild"] = "auto"
+    ) -> int:
+        """Drops tombstones for good and rebuilds the links that led to them; returns how
         many nodes were dropped.
 
         Removing many ids leaves tombstones every search still walks: at 90% removed a search
-        does several times the work. Compaction keeps the survivors and their ids, renumbers
-        them densely and gives each node that lost neighbours new ones from its neighbours'
-        neighbours (the neighbour heuristic picks among them), so recall and speed come back
-        to those of a fresh build (bench/compaction.py). Searches keep running meanwhile and
-        see the old graph or the new one; adds and removes wait. It needs memory for a second
-        copy of the survivors while it runs. Removed ids cannot be restored afterwards.
+        does several times the work. Compaction keeps the survivors and their ids and
+        renumbers them densely. ``mode="repair"`` gives each node that lost neighbours new
+        ones from its neighbours' neighbours (pruned by the neighbour heuristic) and links
+        them back; ``"rebuild"`` inserts the survivors into a fresh graph; ``"auto"`` repairs
+        unless more than 60% of the nodes are gone (bench/results/compaction: at 50% removed a
+        repaired graph searches as well as a fresh build, at 90% only a rebuild does, and
+        rebuilding a tenth of the nodes is cheap). Searches keep running meanwhile and see the
+        old graph or the new one; adds and removes wait. It needs memory for a second copy of
+        the survivors while it runs. Removed ids cannot be restored afterwards.
         """
-        return int(self._core.compact(_threads(num_threads)))
+        modes = {"auto": 0, "repair": 1, "rebuild": 2}
+        if mode not in modes:
+            raise ValueError(f"mode: expected one of {tuple(modes)}, got {mode!r}")
+        return int(self._core.compact(_threads(num_threads), modes[mode]))
 
     def _restore(self, ids: ArrayLike) -> None:
         """Undoes remove() for ids not re-added since (hnswlib's unmark_deleted)."""
