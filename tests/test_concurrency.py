@@ -164,6 +164,9 @@ SIGINT_SCRIPT = textwrap.dedent(
     import numpy as np
     import matry
 
+    # Python ignores SIGINT in a child started from a background job (inherited SIG_IGN):
+    # restore Ctrl-C's KeyboardInterrupt, as a terminal's foreground process has it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     NUM_THREADS = {num_threads}
     rng = np.random.default_rng(0)
     dim = 16
