@@ -607,9 +607,8 @@ std::size_t Index::search_one(const float* raw_query, const SearchOptions& optio
             space, ef, [deleted](NodeId n) { return deleted == nullptr || deleted[n] == 0; },
             graph_scratch, candidates);
       } else {
-        distances = graph_.search_filtered(
-            space, ef, NodeFilter{deleted, store_.labels().data(), filter, accept_id},
-            graph_scratch, candidates);
+        distances = graph_.search_filtered(space, ef, node_filter(filter, accept_id), graph_scratch,
+                                           candidates);
       }
     });
     if (width != 0 || quantized()) {
@@ -698,8 +697,7 @@ void Index::search_radius(const float* queries, std::size_t n, float radius,
       if (exact) {
         exact_candidates(query, nodes, filter, candidates);
       } else {
-        const std::uint8_t* deleted = store_.has_deleted() ? store_.deleted_flags() : nullptr;
-        const NodeFilter accepts{deleted, store_.labels().data(), filter, nullptr};
+        const NodeFilter accepts = node_filter(filter, nullptr);
         // The stopping rule needs the beam ranked by the radius's own distance: a prefix
         // index traverses at full width here (its graph serves that too); int8 codes rank
         // closely enough, and the beam is rescored on the rows.
@@ -749,7 +747,7 @@ std::size_t Index::exact_candidates(const float* query, std::size_t k, const IdS
       if (node && (accept_id == nullptr || (*accept_id)(id))) consider(*node);
     });
   } else {
-    const NodeFilter accepts{store_.deleted_flags(), store_.labels().data(), filter, accept_id};
+    const NodeFilter accepts = node_filter(filter, accept_id);
     for (NodeId node = 0; node < nodes; ++node) {
       if (accepts(node)) consider(node);
     }

@@ -196,6 +196,11 @@ class Index {
       return accept_id == nullptr || (*accept_id)(labels[node]);
     }
   };
+  NodeFilter node_filter(const IdSet* filter,
+                         const std::function<bool(std::int64_t)>* accept_id) const {
+    return {store_.has_deleted() ? store_.deleted_flags() : nullptr, store_.labels().data(), filter,
+            accept_id};
+  }
   float full_distance(const float* query, NodeId node) const;
   // Calls visit(space) with the Space that traverses this index for `query` at `width` prefix
   // dims (0 = full): f32 rows, a prefix of them, or (on_codes) int8 codes, prepared in `codes`.
