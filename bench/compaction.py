@@ -29,7 +29,6 @@ from filter import at_recall  # noqa: E402 - bench/filter.py, beside this script
 
 CACHE = Path.home() / ".cache" / "matry-bench" / "glove-50"
 EF_VALUES = (32, 64, 128, 256)
-FRACTIONS = (0.5, 0.9)
 K = 10
 REPEATS = 3  # each timing is the best of this many passes
 
@@ -65,6 +64,7 @@ def main() -> None:
     parser.add_argument("--base", type=int, default=0)
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--quantization", default=None, choices=[None, "int8"])
+    parser.add_argument("--fractions", default="0.5,0.9", help="shares of ids removed")
     parser.add_argument("--out", type=Path, default=Path("bench/results/compaction"))
     args = parser.parse_args()
     import hnswlib
@@ -85,7 +85,7 @@ def main() -> None:
     del original
 
     rows: list[dict[str, Any]] = []
-    for fraction in FRACTIONS:
+    for fraction in (float(f) for f in args.fractions.split(",")):
         removed = np.random.default_rng(int(fraction * 100)).choice(
             n, int(fraction * n), replace=False
         )
