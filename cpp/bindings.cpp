@@ -23,8 +23,11 @@ using matry::Index;
 
 namespace {
 
-using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
-using IdArray = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>;
+// Aligned too: an array viewing a buffer at an odd offset (np.frombuffer, out-of-band pickle
+// buffers from Ray or Dask) is copied, since loading a float from it is undefined behaviour.
+constexpr int kAligned = py::detail::npy_api::NPY_ARRAY_ALIGNED_;
+using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast | kAligned>;
+using IdArray = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast | kAligned>;
 
 // Rows of a 2-D float32 array with `dim` columns.
 std::size_t checked_rows(const FloatArray& rows, std::size_t dim, const char* argument) {
@@ -78,7 +81,7 @@ float run_pair_kernel(const FloatArray& a, const FloatArray& b,
 }
 
 template <typename T>
-using ContiguousArray = py::array_t<T, py::array::c_style | py::array::forcecast>;
+using ContiguousArray = py::array_t<T, py::array::c_style | py::array::forcecast | kAligned>;
 
 // An int8-kernel argument as a C-contiguous array of exactly dtype T. Values are never cast: a
 // wrapped or truncated code would give a silently wrong product, so other dtypes are refused.
@@ -361,7 +364,7 @@ PYBIND11_MODULE(_core, m) {
           py::arg("ids"))
       .def_static(
           "from_mask",
-          [](const py::array_t<bool, py::array::c_style>& mask) {
+          [](const py::array_t<bool, py::array::c_style | kAligned>& mask) {
             if (mask.ndim() != 1) throw matry::InvalidArgument("filter: a mask must be 1-D");
             const auto* data = reinterpret_cast<const std::uint8_t*>(mask.data());
             const auto n = static_cast<std::size_t>(mask.shape(0));

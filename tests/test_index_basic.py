@@ -362,3 +362,29 @@ def test_search_distances_are_exact_for_returned_ids() -> None:
     found, distances = ix.search(queries, k=10)
     expected = np.take_along_axis(exact_distances("l2", queries, vectors), found, axis=1)
     np.testing.assert_allclose(distances, expected, rtol=1e-4)
+
+
+def test_unaligned_buffers_are_read_correctly() -> None:
+    """Arrays viewing a buffer at an odd offset (np.frombuffer; Ray's and Dask's out-of-band
+    pickle buffers): the core copies them rather than load floats from unaligned addresses
+    (undefined behaviour; UBSan in .ci/sanitize reports it)."""
+    rng = np.random.default_rng(3)
+    rows = rng.normal(size=(300, 12)).astype(np.float32)
+    unaligned_rows = np.frombuffer(b"\0" + rows.tobytes(), dtype=np.float32, offset=1)
+    unaligned_rows = unaligned_rows.reshape(300, 12)
+    ids = np.arange(1000, 1300, dtype=np.int64)
+    unaligned_ids = np.frombuffer(b"\0" + ids.tobytes(), dtype=np.int64, offset=1)
+    assert not unaligned_rows.flags.aligned and not unaligned_ids.flags.aligned
+    index = matry.Index(12, "l2", M=8, ef_construction=40)
+    index.add(unaligned_rows, unaligned_ids)
+    reference = matry.Index(12, "l2", M=8, ef_construction=40)
+    reference.add(rows, ids)
+    np.testing.assert_array_equal(index.get(unaligned_ids), rows)
+    found, distances = index.search(unaligned_rows[:20], k=5)
+    expected, expected_distances = reference.search(rows[:20], k=5)
+    np.testing.assert_array_equal(found, expected)
+    np.testing.assert_allclose(distances, expected_distances)
+    found, _ = index.search(unaligned_rows[:5], k=5, filter=unaligned_ids[:100])
+    assert np.isin(found, ids[:100]).all()
+    index.remove(unaligned_ids[:10])
+    assert len(index) == 290
