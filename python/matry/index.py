@@ -625,8 +625,9 @@ class Index:
         them back; ``"rebuild"`` inserts the survivors into a fresh graph; ``"auto"`` repairs
         unless more than 40% of the nodes are gone (bench/results/compaction*: with 20% or 35%
         removed a repaired graph searches as well as a fresh build at a fifth of its cost; at
-        50% it falls short and at 90% far short, where a rebuild matches a fresh build). Searches keep running meanwhile and see the
-        old graph or the new one; adds and removes wait. It needs memory for a second copy of
+        50% it falls short and at 90% far short, where a rebuild matches a fresh build).
+        Searches keep running meanwhile and see the old graph or the new one; adds and removes
+        wait. It needs memory for a second copy of
         the survivors while it runs. Removed ids cannot be restored afterwards.
         """
         modes = {"auto": 0, "repair": 1, "rebuild": 2}
