@@ -627,8 +627,8 @@ class Index:
         removed a repaired graph searches as well as a fresh build at a fifth of its cost; at
         50% it falls short and at 90% far short, where a rebuild matches a fresh build).
         Searches keep running meanwhile and see the old graph or the new one; adds and removes
-        wait. It needs memory for a second copy of
-        the survivors while it runs. Removed ids cannot be restored afterwards.
+        wait. It needs memory for a second copy of the survivors while it runs. Removed ids
+        cannot be restored afterwards.
         """
         modes = {"auto": 0, "repair": 1, "rebuild": 2}
         if mode not in modes:
