@@ -164,6 +164,22 @@ class HnswGraph {
   template <class Space>
   NodeId greedy_descent(const Space& space, NodeId start, int from_level, int to_level, bool locked,
                         std::size_t* distances = nullptr) const;
+  // The not yet visited layer-0 neighbours of `node` into `out`, marked visited and their rows
+  // prefetched, so that they load in parallel before the distances are computed. Returns how
+  // many.
+  template <class Space>
+  std::uint32_t fresh_neighbours(const Space& space, NodeId node, VisitedSet& visited,
+                                 std::array<NodeId, kMaxDegree>& out) const {
+    const std::uint32_t* row = level0_row(node);
+    std::uint32_t fresh = 0;
+    for (std::uint32_t i = 1; i <= row[0]; ++i) {
+      if (!visited.test_and_set(row[i])) {
+        out[fresh++] = row[i];
+        space.prefetch(row[i]);
+      }
+    }
+    return fresh;
+  }
   template <class Space>
   void search_layer_for_insert(const Space& space, NodeId entry, int level, CandidatePool& pool,
                                VisitedSet& visited) const;
@@ -438,18 +454,7 @@ std::size_t HnswGraph::search(const Space& space, std::size_t ef, const Accept& 
   std::array<NodeId, kMaxDegree> fresh_nodes{};
   while (pool.has_unexpanded()) {
     const Neighbor current = pool.pop_unexpanded();
-    const std::uint32_t* row = level0_row(current.node);
-    const std::uint32_t count = row[0];
-    // First pass: filter visited and issue prefetches for every new neighbour, so their rows
-    // load in parallel; second pass computes the distances.
-    std::uint32_t fresh = 0;
-    for (std::uint32_t i = 0; i < count; ++i) {
-      const NodeId neighbour = row[1 + i];
-      if (!visited.test_and_set(neighbour)) {
-        fresh_nodes[fresh++] = neighbour;
-        space.prefetch(neighbour);
-      }
-    }
+    const std::uint32_t fresh = fresh_neighbours(space, current.node, visited, fresh_nodes);
     distances += fresh;
     for (std::uint32_t i = 0; i < fresh; ++i) {
       const NodeId neighbour = fresh_nodes[i];
@@ -502,16 +507,7 @@ std::size_t HnswGraph::search_filtered(const Space& space, std::size_t ef, const
     if (best.size() >= ef && current.distance > best.front().distance) break;
     std::pop_heap(frontier.begin(), frontier.end(), farther);
     frontier.pop_back();
-    const std::uint32_t* row = level0_row(current.node);
-    const std::uint32_t count = row[0];
-    std::uint32_t fresh = 0;
-    for (std::uint32_t i = 0; i < count; ++i) {
-      const NodeId neighbour = row[1 + i];
-      if (!visited.test_and_set(neighbour)) {
-        fresh_nodes[fresh++] = neighbour;
-        space.prefetch(neighbour);
-      }
-    }
+    const std::uint32_t fresh = fresh_neighbours(space, current.node, visited, fresh_nodes);
     distances += fresh;
     for (std::uint32_t i = 0; i < fresh; ++i) {
       const NodeId neighbour = fresh_nodes[i];
